@@ -1,0 +1,478 @@
+//! Many clusters' documents into the one file Traefik reads.
+//!
+//! For every service name the merged document holds:
+//! - a **union pool** under the plain name, with the servers of every cluster that exports the
+//!   name: what `main.yml` routes to by default;
+//! - a **per-cluster pool** under [`pool_name`] (`<service>.<cluster>`) for every cluster that
+//!   exports it, with that cluster's own servers and options: what `main.yml` uses to weight or
+//!   fail over between clusters. It is emitted even when a single cluster exports the name, so
+//!   the admin's references keep working when clusters come and go.
+//!
+//! Conflicts are settled by the smallest cluster name, so the result depends only on the set
+//! of clusters, never on the order they were fetched in.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use crate::names::{ClusterName, pool_name};
+use crate::traefik::{
+    AddressLoadBalancer, AddressServer, Document, HttpLoadBalancer, HttpSection, HttpServer,
+    HttpService, Section, TcpSection, TcpService, UdpSection, UdpService,
+};
+
+/// One cluster's last good document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterDocument {
+    pub cluster: ClusterName,
+    pub document: Document,
+}
+
+/// The merged document and every conflict met while building its union pools.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Merged {
+    pub document: Document,
+    /// Sorted by service, kind and losing cluster.
+    pub conflicts: Vec<Conflict>,
+}
+
+/// What two clusters disagree on for one service name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConflictKind {
+    /// One exports the name as HTTP, the other as TCP or UDP (or TCP against UDP).
+    Protocol,
+    /// Both export HTTP, with different `passHostHeader`, `sticky` or `healthCheck`.
+    Options,
+}
+
+impl ConflictKind {
+    /// A short, stable label for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConflictKind::Protocol => "protocol",
+            ConflictKind::Options => "options",
+        }
+    }
+}
+
+/// A disagreement settled in favour of `winner` (the smallest cluster name exporting the
+/// service). `loser`'s own pool is unaffected.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Conflict {
+    pub service: String,
+    pub kind: ConflictKind,
+    pub winner: ClusterName,
+    pub loser: ClusterName,
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let service = &self.service;
+        let (winner, loser) = (&self.winner, &self.loser);
+        match self.kind {
+            ConflictKind::Protocol => write!(
+                f,
+                "service {service:?} is exported with a different protocol by clusters \
+                 {winner} and {loser}: the union pool {service:?} uses {winner}'s protocol and \
+                 leaves out {loser}'s servers, which stay in pool {:?}",
+                pool_name(service, loser)
+            ),
+            ConflictKind::Options => write!(
+                f,
+                "service {service:?} is exported with different load-balancer options by \
+                 clusters {winner} and {loser}: the union pool {service:?} uses {winner}'s \
+                 options; {loser}'s pool {:?} keeps its own",
+                pool_name(service, loser)
+            ),
+        }
+    }
+}
+
+/// One cluster's service of some name.
+enum Export<'a> {
+    Http(&'a HttpService),
+    Tcp(&'a TcpService),
+    Udp(&'a UdpService),
+}
+
+impl Export<'_> {
+    fn section(&self) -> Section {
+        match self {
+            Export::Http(_) => Section::Http,
+            Export::Tcp(_) => Section::Tcp,
+            Export::Udp(_) => Section::Udp,
+        }
+    }
+}
+
+/// Merges the clusters' documents into one.
+///
+/// Each cluster is expected once in `clusters` (the caller keys its state by cluster name), and
+/// each document to have passed [`crate::traefik::validate`]: plain names then never contain
+/// `.`, so they cannot collide with pool names. The result is the same for any order of
+/// `clusters`.
+pub fn merge(clusters: &[ClusterDocument]) -> Merged {
+    let mut ordered: Vec<&ClusterDocument> = clusters.iter().collect();
+    ordered.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+
+    // Every name with its exporters, in cluster-name order: the first exporter settles the
+    // union pool.
+    let mut exports: HashMap<&str, Vec<(&ClusterName, Export<'_>)>> = HashMap::new();
+    for ClusterDocument { cluster, document } in ordered {
+        for (name, service) in document.http.iter().flat_map(|s| s.services.iter()) {
+            let entry = exports.entry(name.as_str()).or_default();
+            entry.push((cluster, Export::Http(service)));
+        }
+        for (name, service) in document.tcp.iter().flat_map(|s| s.services.iter()) {
+            let entry = exports.entry(name.as_str()).or_default();
+            entry.push((cluster, Export::Tcp(service)));
+        }
+        for (name, service) in document.udp.iter().flat_map(|s| s.services.iter()) {
+            let entry = exports.entry(name.as_str()).or_default();
+            entry.push((cluster, Export::Udp(service)));
+        }
+    }
+    // NB: at 50 clusters x 2,000 services, inserting 100,000 pools one by one into ordered maps
+    // spends most of its time comparing long common prefixes. Instead the names are visited in
+    // the order of `<name>.`, which puts the pools (`<name>.<cluster>`, clusters sorted) in
+    // exactly the maps' order; union pools go to their own vectors. Each map is then built once
+    // from two sorted runs, which the sort merges in linear time before a bulk build.
+    let mut names: Vec<&str> = exports.keys().copied().collect();
+    names.sort_unstable_by(|a, b| pool_prefix(a).cmp(pool_prefix(b)));
+
+    let mut http = Pools::default();
+    let mut tcp = Pools::default();
+    let mut udp = Pools::default();
+    let mut conflicts = Vec::new();
+    for name in names {
+        let Some(exporters) = exports.get(name) else {
+            continue;
+        };
+        let Some((winner, first)) = exporters.first() else {
+            continue;
+        };
+        let section = first.section();
+        let mut servers: Vec<&str> = Vec::new();
+        for (cluster, export) in exporters {
+            let pool = pool_name(name, cluster);
+            let conflict = |kind| Conflict {
+                service: name.to_owned(),
+                kind,
+                winner: (*winner).clone(),
+                loser: (*cluster).clone(),
+            };
+            if export.section() != section {
+                conflicts.push(conflict(ConflictKind::Protocol));
+            }
+            match export {
+                Export::Http(service) => {
+                    if section == Section::Http {
+                        let lb = &service.load_balancer;
+                        servers.extend(lb.servers.iter().map(|s| s.url.as_str()));
+                        if let Export::Http(first) = first
+                            && !first.load_balancer.same_options(lb)
+                        {
+                            conflicts.push(conflict(ConflictKind::Options));
+                        }
+                    }
+                    http.pools.push((pool, (*service).clone()));
+                }
+                Export::Tcp(service) => {
+                    if section == Section::Tcp {
+                        let lb = &service.load_balancer;
+                        servers.extend(lb.servers.iter().map(|s| s.address.as_str()));
+                    }
+                    tcp.pools.push((pool, (*service).clone()));
+                }
+                Export::Udp(service) => {
+                    if section == Section::Udp {
+                        let lb = &service.load_balancer;
+                        servers.extend(lb.servers.iter().map(|s| s.address.as_str()));
+                    }
+                    udp.pools.push((pool, (*service).clone()));
+                }
+            }
+        }
+        servers.sort_unstable();
+        servers.dedup();
+
+        let name = name.to_owned();
+        match first {
+            Export::Http(service) => {
+                let load_balancer = HttpLoadBalancer {
+                    servers: servers
+                        .into_iter()
+                        .map(|url| HttpServer {
+                            url: url.to_owned(),
+                        })
+                        .collect(),
+                    pass_host_header: service.load_balancer.pass_host_header,
+                    sticky: service.load_balancer.sticky.clone(),
+                    health_check: service.load_balancer.health_check.clone(),
+                };
+                http.unions.push((name, HttpService { load_balancer }));
+            }
+            Export::Tcp(_) => {
+                let load_balancer = address_pool(servers);
+                tcp.unions.push((name, TcpService { load_balancer }));
+            }
+            Export::Udp(_) => {
+                let load_balancer = address_pool(servers);
+                udp.unions.push((name, UdpService { load_balancer }));
+            }
+        }
+    }
+
+    conflicts.sort();
+    Merged {
+        document: Document {
+            http: http.into_map().map(|services| HttpSection { services }),
+            tcp: tcp.into_map().map(|services| TcpSection { services }),
+            udp: udp.into_map().map(|services| UdpSection { services }),
+        },
+        conflicts,
+    }
+}
+
+/// `<name>.` as bytes: the prefix every pool of `name` starts with.
+fn pool_prefix(name: &str) -> impl Iterator<Item = u8> + '_ {
+    name.bytes().chain(std::iter::once(b'.'))
+}
+
+/// The services of one section: per-cluster pools in map order, union pools in any order.
+struct Pools<S> {
+    pools: Vec<(String, S)>,
+    unions: Vec<(String, S)>,
+}
+
+impl<S> Default for Pools<S> {
+    fn default() -> Self {
+        Pools {
+            pools: Vec::new(),
+            unions: Vec::new(),
+        }
+    }
+}
+
+impl<S> Pools<S> {
+    fn into_map(mut self) -> Option<BTreeMap<String, S>> {
+        if self.pools.is_empty() && self.unions.is_empty() {
+            return None;
+        }
+        self.unions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Some(self.unions.into_iter().chain(self.pools).collect())
+    }
+}
+
+fn address_pool(servers: Vec<&str>) -> AddressLoadBalancer {
+    AddressLoadBalancer {
+        servers: servers
+            .into_iter()
+            .map(|address| AddressServer {
+                address: address.to_owned(),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traefik::{TraefikVersion, render};
+
+    fn cluster(name: &str) -> ClusterName {
+        ClusterName::parse(name).unwrap()
+    }
+
+    fn http_doc(services: &[(&str, &[&str])]) -> Document {
+        Document {
+            http: Some(HttpSection {
+                services: services
+                    .iter()
+                    .map(|(name, urls)| {
+                        let load_balancer = HttpLoadBalancer {
+                            servers: urls
+                                .iter()
+                                .map(|u| HttpServer {
+                                    url: (*u).to_owned(),
+                                })
+                                .collect(),
+                            ..HttpLoadBalancer::default()
+                        };
+                        ((*name).to_owned(), HttpService { load_balancer })
+                    })
+                    .collect(),
+            }),
+            ..Document::default()
+        }
+    }
+
+    fn tcp_doc(name: &str, addresses: &[&str]) -> Document {
+        let load_balancer = AddressLoadBalancer {
+            servers: addresses
+                .iter()
+                .map(|a| AddressServer {
+                    address: (*a).to_owned(),
+                })
+                .collect(),
+        };
+        let mut services = BTreeMap::new();
+        services.insert(name.to_owned(), TcpService { load_balancer });
+        Document {
+            tcp: Some(TcpSection { services }),
+            ..Document::default()
+        }
+    }
+
+    fn urls(doc: &Document, name: &str) -> Vec<String> {
+        doc.http.as_ref().unwrap().services[name]
+            .load_balancer
+            .servers
+            .iter()
+            .map(|s| s.url.clone())
+            .collect()
+    }
+
+    #[test]
+    fn union_and_per_cluster_pools() {
+        let merged = merge(&[
+            ClusterDocument {
+                cluster: cluster("b"),
+                document: http_doc(&[("web", &["http://10.1.0.1:80", "http://10.9.0.9:80"])]),
+            },
+            ClusterDocument {
+                cluster: cluster("a"),
+                document: http_doc(&[
+                    ("web", &["https://10.0.0.1:443", "http://10.9.0.9:80"]),
+                    ("api", &["http://10.0.0.2:80"]),
+                ]),
+            },
+        ]);
+        assert!(merged.conflicts.is_empty());
+        let doc = &merged.document;
+        assert_eq!(
+            urls(doc, "web"),
+            [
+                "http://10.1.0.1:80",
+                "http://10.9.0.9:80",
+                "https://10.0.0.1:443"
+            ]
+        );
+        assert_eq!(
+            urls(doc, "web.a"),
+            ["https://10.0.0.1:443", "http://10.9.0.9:80"]
+        );
+        assert_eq!(
+            urls(doc, "web.b"),
+            ["http://10.1.0.1:80", "http://10.9.0.9:80"]
+        );
+        assert_eq!(urls(doc, "api"), ["http://10.0.0.2:80"]);
+        assert_eq!(urls(doc, "api.a"), ["http://10.0.0.2:80"]);
+        assert_eq!(doc.service_count(), 5);
+        assert!(doc.tcp.is_none() && doc.udp.is_none());
+    }
+
+    #[test]
+    fn a_single_cluster_still_gets_its_pool() {
+        let merged = merge(&[ClusterDocument {
+            cluster: cluster("only"),
+            document: tcp_doc("pg", &["10.0.0.1:5432"]),
+        }]);
+        let tcp = &merged.document.tcp.as_ref().unwrap().services;
+        assert_eq!(tcp.keys().collect::<Vec<_>>(), ["pg", "pg.only"]);
+    }
+
+    #[test]
+    fn protocol_conflicts_go_to_the_smallest_cluster() {
+        let merged = merge(&[
+            ClusterDocument {
+                cluster: cluster("zeta"),
+                document: http_doc(&[("db", &["http://10.2.0.1:80"])]),
+            },
+            ClusterDocument {
+                cluster: cluster("alpha"),
+                document: tcp_doc("db", &["10.1.0.1:5432"]),
+            },
+        ]);
+        let doc = &merged.document;
+        let tcp = &doc.tcp.as_ref().unwrap().services;
+        assert_eq!(tcp["db"].load_balancer.servers.len(), 1);
+        assert!(tcp.contains_key("db.alpha"));
+        let http = &doc.http.as_ref().unwrap().services;
+        assert!(
+            !http.contains_key("db"),
+            "the union pool lives in one section only"
+        );
+        assert_eq!(urls(doc, "db.zeta"), ["http://10.2.0.1:80"]);
+        assert_eq!(
+            merged.conflicts,
+            vec![Conflict {
+                service: "db".to_owned(),
+                kind: ConflictKind::Protocol,
+                winner: cluster("alpha"),
+                loser: cluster("zeta"),
+            }]
+        );
+        let message = merged.conflicts[0].to_string();
+        assert!(
+            message.contains("alpha") && message.contains("\"db.zeta\""),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn option_conflicts_keep_the_smallest_clusters_options_and_all_servers() {
+        let mut a = http_doc(&[("web", &["http://10.0.0.1:80"])]);
+        let mut b = http_doc(&[("web", &["http://10.0.0.2:80"])]);
+        let c = http_doc(&[("web", &["http://10.0.0.3:80"])]);
+        a.http
+            .as_mut()
+            .unwrap()
+            .services
+            .get_mut("web")
+            .unwrap()
+            .load_balancer
+            .pass_host_header = Some(false);
+        b.http
+            .as_mut()
+            .unwrap()
+            .services
+            .get_mut("web")
+            .unwrap()
+            .load_balancer
+            .pass_host_header = Some(true);
+        let merged = merge(&[
+            ClusterDocument {
+                cluster: cluster("c"),
+                document: c,
+            },
+            ClusterDocument {
+                cluster: cluster("b"),
+                document: b,
+            },
+            ClusterDocument {
+                cluster: cluster("a"),
+                document: a,
+            },
+        ]);
+        let http = &merged.document.http.as_ref().unwrap().services;
+        assert_eq!(http["web"].load_balancer.pass_host_header, Some(false));
+        assert_eq!(http["web"].load_balancer.servers.len(), 3);
+        assert_eq!(http["web.b"].load_balancer.pass_host_header, Some(true));
+        let losers: Vec<&str> = merged.conflicts.iter().map(|c| c.loser.as_str()).collect();
+        assert_eq!(losers, ["b", "c"]);
+        assert!(
+            merged
+                .conflicts
+                .iter()
+                .all(|c| c.kind == ConflictKind::Options && c.winner.as_str() == "a")
+        );
+    }
+
+    #[test]
+    fn nothing_to_merge_renders_as_comments() {
+        let merged = merge(&[]);
+        assert!(merged.document.is_empty());
+        let out = render(&merged.document, TraefikVersion::V3, "merged");
+        assert_eq!(out.bytes, b"# merged\n# No services.\n");
+    }
+}
