@@ -1,0 +1,729 @@
+//! The local-directory backend: `file:///dir/`, for single-host setups and the demo.
+//!
+//! It mirrors the S3 semantics the agents rely on: ETags that change with the content,
+//! conditional writes, user metadata, and readers that never see a half-written object
+//! (temp file + fsync + rename + fsync of the directory).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{
+    ErrorClass, Fetched, Object, ObjectInfo, PutCondition, PutOutcome, StorageError, StorageUrl,
+};
+
+/// Serialises conditional writes of every process that shares the directory.
+const LOCK_FILE: &str = ".ksd-storage.lock";
+/// Temp files start with '.' (hidden, skipped by listings and by Traefik's glob of visible
+/// names) and end in `.tmp`, never in `.yml`/`.yaml`/`.toml`.
+const TEMP_PREFIX: &str = ".ksd-";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// A directory whose regular, visible files are the objects.
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    dir: Arc<PathBuf>,
+}
+
+impl LocalStorage {
+    pub(super) async fn open(dir: &Path) -> Result<LocalStorage, StorageError> {
+        let dir = dir.to_path_buf();
+        let location = StorageUrl::Local { dir: dir.clone() }.to_string();
+        let checked = dir.clone();
+        blocking(move || match fs::metadata(&checked) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(_) => Err(io::Error::other("it exists and is not a directory")),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => fs::create_dir_all(&checked),
+            Err(err) => Err(err),
+        })
+        .await
+        .map_err(|err| StorageError::Setup {
+            location,
+            reason: format!(
+                "cannot use {} as the storage directory: {err}",
+                dir.display()
+            ),
+            source: Some(Box::new(err)),
+        })?;
+        Ok(LocalStorage { dir: Arc::new(dir) })
+    }
+
+    /// The directory holding the objects.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn location(&self) -> String {
+        StorageUrl::Local {
+            dir: self.dir.to_path_buf(),
+        }
+        .to_string()
+    }
+
+    pub(super) fn describe(&self) -> String {
+        format!("{} (local directory)", self.location())
+    }
+
+    pub(super) async fn list(&self) -> Result<Vec<ObjectInfo>, StorageError> {
+        let dir = Arc::clone(&self.dir);
+        blocking(move || list_dir(&dir))
+            .await
+            .map_err(|err| StorageError::List {
+                location: self.location(),
+                detail: err.to_string(),
+                class: io_class(&err),
+                source: Box::new(err),
+            })
+    }
+
+    pub(super) async fn get(
+        &self,
+        key: &str,
+        if_none_match: Option<&str>,
+        max_bytes: Option<u64>,
+    ) -> Result<Fetched, StorageError> {
+        let path = self.dir.join(key);
+        let sidecar = self.dir.join(sidecar_name(key));
+        let result = blocking(move || read_object(&path, &sidecar, max_bytes)).await;
+        let read = match result {
+            Ok(read) => read,
+            Err(err) => {
+                return Err(StorageError::Get {
+                    location: self.location(),
+                    key: key.to_owned(),
+                    detail: err.to_string(),
+                    class: io_class(&err),
+                    source: Box::new(err),
+                });
+            }
+        };
+        match read {
+            ReadOutcome::Missing => Ok(Fetched::Missing),
+            ReadOutcome::TooLarge { size, limit } => Err(StorageError::TooLarge {
+                location: self.location(),
+                key: key.to_owned(),
+                size,
+                limit,
+            }),
+            ReadOutcome::Found(object) => {
+                if if_none_match.is_some_and(|tag| same_etag(tag, &object.etag)) {
+                    Ok(Fetched::NotModified)
+                } else {
+                    Ok(Fetched::Object(object))
+                }
+            }
+        }
+    }
+
+    pub(super) async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        metadata: &BTreeMap<String, String>,
+        condition: PutCondition,
+    ) -> Result<PutOutcome, StorageError> {
+        let dir = Arc::clone(&self.dir);
+        let owned_key = key.to_owned();
+        let metadata = metadata.clone();
+        blocking(move || write_object(&dir, &owned_key, &bytes, &metadata, &condition))
+            .await
+            .map_err(|err| StorageError::Put {
+                location: self.location(),
+                key: key.to_owned(),
+                detail: err.to_string(),
+                class: io_class(&err),
+                source: Box::new(err),
+            })
+    }
+
+    pub(super) async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let dir = Arc::clone(&self.dir);
+        let owned_key = key.to_owned();
+        blocking(move || {
+            let _lock = lock_dir(&dir)?;
+            remove_if_present(&dir.join(&owned_key))?;
+            remove_if_present(&dir.join(sidecar_name(&owned_key)))?;
+            sync_dir(&dir)
+        })
+        .await
+        .map_err(|err| StorageError::Delete {
+            location: self.location(),
+            key: key.to_owned(),
+            detail: err.to_string(),
+            class: io_class(&err),
+            source: Box::new(err),
+        })
+    }
+}
+
+/// Runs file-system work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| io::Error::other(format!("file-system task failed: {err}")))?
+}
+
+fn io_class(err: &io::Error) -> ErrorClass {
+    match err.kind() {
+        io::ErrorKind::NotFound => ErrorClass::NoSuchBucket,
+        io::ErrorKind::PermissionDenied => ErrorClass::AccessDenied,
+        io::ErrorKind::TimedOut => ErrorClass::Timeout,
+        _ => ErrorClass::Io,
+    }
+}
+
+/// Names a listing skips: hidden files (our temp files, metadata sidecars, the lock, Kubernetes
+/// `..data` links) and common editor leftovers.
+fn is_ignored(name: &str) -> bool {
+    name.starts_with('.')
+        || name.ends_with('~')
+        || name.ends_with(TEMP_SUFFIX)
+        || name.ends_with(".swp")
+        || name.ends_with(".part")
+}
+
+fn sidecar_name(key: &str) -> String {
+    format!(".{key}.meta.json")
+}
+
+/// The ETag of a local object: its content hash, quoted as S3 quotes ETags.
+fn etag_of(bytes: &[u8]) -> String {
+    format!("\"{}\"", ksd_shared::content_hash(bytes))
+}
+
+/// Compares ETags the way a server would, tolerating missing quotes and weak markers.
+fn same_etag(a: &str, b: &str) -> bool {
+    fn bare(tag: &str) -> &str {
+        tag.trim().trim_start_matches("W/").trim_matches('"')
+    }
+    bare(a) == bare(b)
+}
+
+fn list_dir(dir: &Path) -> io::Result<Vec<ObjectInfo>> {
+    let mut objects = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if is_ignored(&name) {
+            continue;
+        }
+        // Follows symlinks: a ConfigMap or Secret mount is a set of links to regular files.
+        let mut file = match File::open(entry.path()) {
+            Ok(file) => file,
+            // Renamed or removed since read_dir saw it, or a dangling link: not an object.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err),
+        };
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        objects.push(ObjectInfo {
+            key: name,
+            etag: etag_of(&bytes),
+            size: bytes.len() as u64,
+            last_modified: meta.modified().ok(),
+        });
+    }
+    objects.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(objects)
+}
+
+enum ReadOutcome {
+    Missing,
+    TooLarge { size: u64, limit: u64 },
+    Found(Object),
+}
+
+fn read_object(path: &Path, sidecar: &Path, max_bytes: Option<u64>) -> io::Result<ReadOutcome> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(ReadOutcome::Missing),
+        Err(err) => return Err(err),
+    };
+    // The size of the open file, not of the name: a rename that replaces the object after
+    // this point does not change what is read.
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(ReadOutcome::Missing);
+    }
+    if let Some(limit) = max_bytes
+        && meta.len() > limit
+    {
+        return Ok(ReadOutcome::TooLarge {
+            size: meta.len(),
+            limit,
+        });
+    }
+    let mut bytes = Vec::new();
+    match max_bytes {
+        // Reads one byte past the limit to notice a file that grew in place.
+        Some(limit) => {
+            file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+            if bytes.len() as u64 > limit {
+                return Ok(ReadOutcome::TooLarge {
+                    size: bytes.len() as u64,
+                    limit,
+                });
+            }
+        }
+        None => {
+            file.read_to_end(&mut bytes)?;
+        }
+    }
+    let metadata = read_sidecar(sidecar);
+    Ok(ReadOutcome::Found(Object {
+        etag: etag_of(&bytes),
+        bytes,
+        last_modified: meta.modified().ok(),
+        metadata,
+    }))
+}
+
+/// Metadata is informational (identity, liveness): an unreadable sidecar must not make the
+/// object itself unreadable, so it reads as "no metadata" with a warning.
+fn read_sidecar(path: &Path) -> BTreeMap<String, String> {
+    match fs::read(path) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(map) => map,
+            Err(err) => {
+                tracing::warn!(path = %path.display(), %err, "ignoring unreadable object metadata");
+                BTreeMap::new()
+            }
+        },
+        Err(err) if err.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(err) => {
+            tracing::warn!(path = %path.display(), %err, "ignoring unreadable object metadata");
+            BTreeMap::new()
+        }
+    }
+}
+
+fn write_object(
+    dir: &Path,
+    key: &str,
+    bytes: &[u8],
+    metadata: &BTreeMap<String, String>,
+    condition: &PutCondition,
+) -> io::Result<PutOutcome> {
+    let path = dir.join(key);
+    // Held until the object is in place, so check-then-write is atomic for every writer that
+    // goes through this code, in any process.
+    let _lock = lock_dir(dir)?;
+    let current = match fs::read(&path) {
+        Ok(bytes) => Some(etag_of(&bytes)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+        Err(err) => return Err(err),
+    };
+    let holds = match condition {
+        PutCondition::None => true,
+        PutCondition::IfAbsent => current.is_none(),
+        PutCondition::IfMatch(expected) => current
+            .as_deref()
+            .is_some_and(|etag| same_etag(etag, expected)),
+    };
+    if !holds {
+        return Ok(PutOutcome::PreconditionFailed);
+    }
+    // Metadata first: when the object's new content becomes visible, its metadata already is.
+    let sidecar = dir.join(sidecar_name(key));
+    if metadata.is_empty() {
+        remove_if_present(&sidecar)?;
+    } else {
+        let json = serde_json::to_vec_pretty(metadata).map_err(io::Error::other)?;
+        replace_file(dir, &sidecar, &json)?;
+    }
+    replace_file(dir, &path, bytes)?;
+    sync_dir(dir)?;
+    Ok(PutOutcome::Written {
+        etag: Some(etag_of(bytes)),
+    })
+}
+
+/// Replaces `target` with `bytes` so that a reader sees the old or the new content, never a
+/// mix: temp file in the same directory, fsync, rename over the target.
+fn replace_file(dir: &Path, target: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut temp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
+        .tempfile_in(dir)?;
+    temp.write_all(bytes)?;
+    // NB: temp files are created 0600; readers (the syncer, Traefik) may run as another user.
+    // Keep the mode of the file being replaced, else the usual 0644.
+    set_mode(temp.path(), target)?;
+    temp.as_file().sync_all()?;
+    temp.persist(target).map_err(|err| err.error)?;
+    Ok(())
+}
+
+#[cfg(unix)]
+fn set_mode(temp: &Path, target: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = match fs::metadata(target) {
+        Ok(meta) => meta.permissions().mode() & 0o7777,
+        Err(_) => 0o644,
+    };
+    fs::set_permissions(temp, fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_temp: &Path, _target: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+/// Makes the renames durable: without it a crash can lose the new directory entry.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+        _ => Ok(()),
+    }
+}
+
+/// An exclusive advisory lock on the directory's lock file, released when dropped.
+fn lock_dir(dir: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))?;
+    file.lock()?;
+    Ok(file)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use crate::storage::Storage;
+
+    async fn storage(dir: &Path) -> Storage {
+        Storage::connect(
+            &StorageUrl::Local {
+                dir: dir.to_path_buf(),
+            },
+            &Default::default(),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn meta(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn object(fetched: Fetched) -> Object {
+        match fetched {
+            Fetched::Object(o) => o,
+            other => panic!("expected an object, got {other:?}"),
+        }
+    }
+
+    async fn put(s: &Storage, key: &str, body: &str, condition: PutCondition) -> PutOutcome {
+        s.put(key, body.as_bytes().to_vec(), &BTreeMap::new(), condition)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn creates_a_missing_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/b");
+        let s = storage(&dir).await;
+        assert!(dir.is_dir());
+        assert!(s.list().await.unwrap().is_empty());
+        assert!(s.describe().contains(&dir.display().to_string()));
+    }
+
+    #[tokio::test]
+    async fn refuses_a_file_as_the_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("f");
+        fs::write(&file, "x").unwrap();
+        let err = Storage::connect(&StorageUrl::Local { dir: file }, &Default::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "setup");
+        assert!(err.to_string().contains("not a directory"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn put_then_get_round_trips_content_and_metadata() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = storage(tmp.path()).await;
+        let md = meta(&[("cluster", "a"), ("generated-at", "2025-01-01T00:00:00Z")]);
+        let outcome = s
+            .put(
+                "a.traefik.yaml",
+                b"http: {}\n".to_vec(),
+                &md,
+                PutCondition::None,
+            )
+            .await
+            .unwrap();
+        let PutOutcome::Written { etag: Some(etag) } = outcome else {
+            panic!("{outcome:?}")
+        };
+        let got = object(s.get("a.traefik.yaml", None).await.unwrap());
+        assert_eq!(got.bytes, b"http: {}\n");
+        assert_eq!(got.etag, etag);
+        assert_eq!(got.metadata, md);
+        assert!(got.last_modified.is_some());
+        assert_eq!(
+            fs::read(tmp.path().join("a.traefik.yaml")).unwrap(),
+            b"http: {}\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn etag_changes_with_content_and_only_with_content() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = storage(tmp.path()).await;
+        put(&s, "k", "one", PutCondition::None).await;
+        let first = s.list().await.unwrap()[0].etag.clone();
+        put(&s, "k", "one", PutCondition::None).await;
+        assert_eq!(s.list().await.unwrap()[0].etag, first);
+        put(&s, "k", "two", PutCondition::None).await;
+        let second = s.list().await.unwrap()[0].etag.clone();
+        assert_ne!(second, first);
+        // A change made behind the storage's back shows too.
+        fs::write(tmp.path().join("k"), "three").unwrap();
+        assert_ne!(s.list().await.unwrap()[0].etag, second);
+    }
+
+    #[tokio::test]
+    async fn if_none_match_answers_not_modified() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = storage(tmp.path()).await;
+        put(&s, "k", "one", PutCondition::None).await;
+        let etag = object(s.get("k", None).await.unwrap()).etag;
+        assert_eq!(s.get("k", Some(&etag)).await.unwrap(), Fetched::NotModified);
+        assert_eq!(
+            s.get("k", Some(etag.trim_matches('"'))).await.unwrap(),
+            Fetched::NotModified
+        );
+        put(&s, "k", "two", PutCondition::None).await;
+        assert_eq!(object(s.get("k", Some(&etag)).await.unwrap()).bytes, b"two");
+        assert_eq!(s.get("other", None).await.unwrap(), Fetched::Missing);
+        assert_eq!(s.get("other", Some(&etag)).await.unwrap(), Fetched::Missing);
+    }
+
+    #[tokio::test]
+    async fn conditions_are_checked_against_the_current_content() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = storage(tmp.path()).await;
+        assert_eq!(
+            put(&s, "k", "x", PutCondition::IfMatch("\"nope\"".into())).await,
+            PutOutcome::PreconditionFailed,
+            "IfMatch on a missing object"
+        );
+        assert!(matches!(
+            put(&s, "k", "one", PutCondition::IfAbsent).await,
+            PutOutcome::Written { .. }
+        ));
+        assert_eq!(
+            put(&s, "k", "again", PutCondition::IfAbsent).await,
+            PutOutcome::PreconditionFailed
+        );
+        let etag = s.list().await.unwrap()[0].etag.clone();
+        assert_eq!(
+            put(&s, "k", "x", PutCondition::IfMatch("\"0000\"".into())).await,
+            PutOutcome::PreconditionFailed
+        );
+        assert!(matches!(
+            put(&s, "k", "two", PutCondition::IfMatch(etag.clone())).await,
+            PutOutcome::Written { .. }
+        ));
+        // The old ETag no longer matches.
+        assert_eq!(
+            put(&s, "k", "three", PutCondition::IfMatch(etag)).await,
+            PutOutcome::PreconditionFailed
+        );
+        assert_eq!(fs::read(tmp.path().join("k")).unwrap(), b"two");
+    }
+
+    #[tokio::test]
+    async fn list_shows_only_visible_regular_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = storage(tmp.path()).await;
+        let md = meta(&[("cluster", "a")]);
+        s.put("a.traefik.yaml", b"a".to_vec(), &md, PutCondition::None)
+            .await
+            .unwrap();
+        put(&s, "b.traefik.yaml", "bb", PutCondition::None).await;
+        for name in [
+            ".hidden.yaml",
+            ".ksd-abc.tmp",
+            "c.yaml.tmp",
+            "c.yaml~",
+            ".c.yaml.swp",
+        ] {
+            fs::write(tmp.path().join(name), "junk").unwrap();
+        }
+        fs::create_dir(tmp.path().join("sub")).unwrap();
+        fs::write(tmp.path().join("sub/d.traefik.yaml"), "nested").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(
+            tmp.path().join("b.traefik.yaml"),
+            tmp.path().join("link.yaml"),
+        )
+        .unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(tmp.path().join("gone"), tmp.path().join("dangling.yaml"))
+            .unwrap();
+
+        let listed = s.list().await.unwrap();
+        let keys: Vec<&str> = listed.iter().map(|o| o.key.as_str()).collect();
+        #[cfg(unix)]
+        assert_eq!(keys, ["a.traefik.yaml", "b.traefik.yaml", "link.yaml"]);
+        #[cfg(not(unix))]
+        assert_eq!(keys, ["a.traefik.yaml", "b.traefik.yaml"]);
+        assert_eq!(listed[1].size, 2);
+        assert!(listed[1].last_modified.is_some());
+        // The sidecar exists but is hidden.
+        assert!(tmp.path().join(".a.traefik.yaml.meta.json").is_file());
+    }
+
+    #[tokio::test]
+    async fn writes_leave_no_temp_files_and_keep_permissions_readable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = storage(tmp.path()).await;
+        for i in 0..5 {
+            let md = meta(&[("n", &i.to_string())]);
+            s.put("k.yaml", vec![b'x'; i], &md, PutCondition::None)
+                .await
+                .unwrap();
+        }
+        let mut names: Vec<String> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".k.yaml.meta.json", LOCK_FILE, "k.yaml"]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(tmp.path().join("k.yaml"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o644);
+        }
+    }
+
+    #[tokio::test]
+    async fn empty_metadata_removes_the_sidecar() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = storage(tmp.path()).await;
+        s.put("k", b"1".to_vec(), &meta(&[("a", "b")]), PutCondition::None)
+            .await
+            .unwrap();
+        put(&s, "k", "2", PutCondition::None).await;
+        assert!(object(s.get("k", None).await.unwrap()).metadata.is_empty());
+        assert!(!tmp.path().join(".k.meta.json").exists());
+    }
+
+    #[tokio::test]
+    async fn get_limited_refuses_large_objects() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = storage(tmp.path()).await;
+        put(&s, "big", &"x".repeat(100), PutCondition::None).await;
+        let err = s.get_limited("big", None, 99).await.unwrap_err();
+        assert!(err.is_too_large(), "{err}");
+        assert_eq!(err.kind(), "too_large");
+        assert!(err.to_string().contains("100 bytes"), "{err}");
+        assert_eq!(
+            object(s.get_limited("big", None, 100).await.unwrap())
+                .bytes
+                .len(),
+            100
+        );
+    }
+
+    #[tokio::test]
+    async fn delete_removes_object_and_metadata() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = storage(tmp.path()).await;
+        s.put("k", b"1".to_vec(), &meta(&[("a", "b")]), PutCondition::None)
+            .await
+            .unwrap();
+        s.delete("k").await.unwrap();
+        s.delete("k").await.unwrap();
+        assert_eq!(s.get("k", None).await.unwrap(), Fetched::Missing);
+        assert!(!tmp.path().join(".k.meta.json").exists());
+    }
+
+    #[tokio::test]
+    async fn a_vanished_directory_is_an_error_not_an_empty_listing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        let s = storage(&dir).await;
+        fs::remove_dir(&dir).unwrap();
+        let err = s.list().await.unwrap_err();
+        assert_eq!(err.operation(), "list");
+        assert!(err.is_no_such_bucket(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn rejects_keys_that_are_not_plain_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = storage(tmp.path()).await;
+        for key in ["../escape", "a/b", ".hidden"] {
+            let err = s
+                .put(key, b"x".to_vec(), &BTreeMap::new(), PutCondition::None)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), "invalid_key", "{key}");
+        }
+        assert!(!tmp.path().parent().unwrap().join("escape").exists());
+    }
+
+    #[tokio::test]
+    async fn concurrent_if_absent_writers_have_one_winner() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = storage(tmp.path()).await;
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.put(
+                    "k",
+                    vec![b'0' + i],
+                    &BTreeMap::new(),
+                    PutCondition::IfAbsent,
+                )
+                .await
+                .unwrap()
+            }));
+        }
+        let mut written = 0;
+        for task in tasks {
+            if matches!(task.await.unwrap(), PutOutcome::Written { .. }) {
+                written += 1;
+            }
+        }
+        assert_eq!(written, 1);
+    }
+}
