@@ -1,0 +1,1 @@
+//! Static checks of what the project ships; the checks themselves are in `tests/`.
