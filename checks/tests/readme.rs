@@ -88,7 +88,21 @@ fn config_table(readme: &str, binary: &str) -> Result<Vec<Row>, String> {
         .iter()
         .find(|b| **b != binary)
         .expect("two binaries");
-    let lines: Vec<&str> = readme.lines().collect();
+    // Lines inside fenced code blocks are not Markdown: a `# comment` there is no heading.
+    let mut in_fence = false;
+    let lines: Vec<&str> = readme
+        .lines()
+        .map(|line| {
+            if line.trim_start().starts_with("```") {
+                in_fence = !in_fence;
+                ""
+            } else if in_fence {
+                ""
+            } else {
+                line
+            }
+        })
+        .collect();
     let heading_at = lines
         .iter()
         .position(|line| {
