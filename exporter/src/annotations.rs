@@ -1,0 +1,560 @@
+//! Per-Service options read from annotations under [`PREFIX`].
+//!
+//! Only options that Traefik v2.11 and v3 both accept are offered, so a cluster document stays
+//! valid whichever version the syncer targets. A malformed value never fails anything: the
+//! option is ignored and a [`Problem`] says which annotation and why, for the caller to log.
+//!
+//! | annotation | value |
+//! |---|---|
+//! | `scheme` | `http`, `https` or `h2c`, for every HTTP port |
+//! | `scheme.<port>` | the same, for one port (name or number); wins over `scheme` |
+//! | `tcp-ports` | comma list of port names/numbers published as `tcp.services` |
+//! | `exclude-ports` | comma list of port names/numbers not published at all |
+//! | `pass-host-header` | `true` or `false` |
+//! | `sticky-cookie` | `true` (Traefik names the cookie), `false`, or a cookie name |
+//! | `sticky-cookie-secure`, `sticky-cookie-http-only` | `true` or `false` |
+//! | `sticky-cookie-same-site` | `none`, `lax` or `strict` |
+//! | `health-check-path` | an absolute path, e.g. `/healthz`; turns the health check on |
+//! | `health-check-interval`, `health-check-timeout` | durations, e.g. `10s`, `500ms` |
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use ksd_shared::backend::{HealthCheck, HttpOptions, SameSite, Scheme, StickyCookie};
+
+/// Prefix of every annotation the exporter reads.
+pub const PREFIX: &str = "k8s-service-discovery/";
+
+const SCHEME: &str = "scheme";
+const SCHEME_PORT: &str = "scheme.";
+const TCP_PORTS: &str = "tcp-ports";
+const EXCLUDE_PORTS: &str = "exclude-ports";
+const PASS_HOST_HEADER: &str = "pass-host-header";
+const STICKY_COOKIE: &str = "sticky-cookie";
+const STICKY_COOKIE_SECURE: &str = "sticky-cookie-secure";
+const STICKY_COOKIE_HTTP_ONLY: &str = "sticky-cookie-http-only";
+const STICKY_COOKIE_SAME_SITE: &str = "sticky-cookie-same-site";
+const HEALTH_CHECK_PATH: &str = "health-check-path";
+const HEALTH_CHECK_INTERVAL: &str = "health-check-interval";
+const HEALTH_CHECK_TIMEOUT: &str = "health-check-timeout";
+
+/// What a Service's annotations ask for. Port references are kept as written (a port name or
+/// number); the index resolves them against the Service's ports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceOptions {
+    /// Scheme for every HTTP port of the Service.
+    pub scheme: Option<Scheme>,
+    /// Scheme for one port, by port name or number.
+    pub port_schemes: BTreeMap<String, Scheme>,
+    /// Ports published as TCP services.
+    pub tcp_ports: BTreeSet<String>,
+    /// Ports not published.
+    pub exclude_ports: BTreeSet<String>,
+    /// Load-balancer options of every HTTP port.
+    pub http: HttpOptions,
+}
+
+/// An annotation that was ignored, and why.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Problem {
+    /// Full annotation key, e.g. `k8s-service-discovery/pass-host-header`.
+    pub annotation: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "annotation {} ignored: {}", self.annotation, self.reason)
+    }
+}
+
+/// Reads the exporter's annotations out of a Service's annotations (other keys are skipped).
+/// Every malformed or unknown annotation under [`PREFIX`] yields a [`Problem`]; the rest still
+/// applies.
+pub fn parse<'a, I>(annotations: I) -> (ServiceOptions, Vec<Problem>)
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    let mut options = ServiceOptions::default();
+    let mut problems = Vec::new();
+    let mut sticky: Option<StickyCookie> = None;
+    let mut sticky_attributes: Vec<(&str, StickyAttribute)> = Vec::new();
+    let mut health_path: Option<String> = None;
+    let mut health_interval: Option<(&str, Duration)> = None;
+    let mut health_timeout: Option<(&str, Duration)> = None;
+
+    for (key, raw) in annotations {
+        let Some(name) = key.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let value = raw.trim();
+        let mut problem = |reason: String| {
+            problems.push(Problem {
+                annotation: key.to_owned(),
+                reason,
+            })
+        };
+        match name {
+            SCHEME => match parse_scheme(value) {
+                Ok(scheme) => options.scheme = Some(scheme),
+                Err(reason) => problem(reason),
+            },
+            TCP_PORTS => match parse_port_list(value) {
+                Ok(ports) => options.tcp_ports = ports,
+                Err(reason) => problem(reason),
+            },
+            EXCLUDE_PORTS => match parse_port_list(value) {
+                Ok(ports) => options.exclude_ports = ports,
+                Err(reason) => problem(reason),
+            },
+            PASS_HOST_HEADER => match parse_bool(value) {
+                Ok(pass) => options.http.pass_host_header = Some(pass),
+                Err(reason) => problem(reason),
+            },
+            STICKY_COOKIE => match parse_sticky(value) {
+                Ok(cookie) => sticky = cookie,
+                Err(reason) => problem(reason),
+            },
+            STICKY_COOKIE_SECURE => match parse_bool(value) {
+                Ok(on) => sticky_attributes.push((key, StickyAttribute::Secure(on))),
+                Err(reason) => problem(reason),
+            },
+            STICKY_COOKIE_HTTP_ONLY => match parse_bool(value) {
+                Ok(on) => sticky_attributes.push((key, StickyAttribute::HttpOnly(on))),
+                Err(reason) => problem(reason),
+            },
+            STICKY_COOKIE_SAME_SITE => match parse_same_site(value) {
+                Ok(same_site) => {
+                    sticky_attributes.push((key, StickyAttribute::SameSite(same_site)))
+                }
+                Err(reason) => problem(reason),
+            },
+            HEALTH_CHECK_PATH => match parse_path(value) {
+                Ok(path) => health_path = Some(path),
+                Err(reason) => problem(reason),
+            },
+            HEALTH_CHECK_INTERVAL => match parse_positive_duration(value) {
+                Ok(d) => health_interval = Some((key, d)),
+                Err(reason) => problem(reason),
+            },
+            HEALTH_CHECK_TIMEOUT => match parse_positive_duration(value) {
+                Ok(d) => health_timeout = Some((key, d)),
+                Err(reason) => problem(reason),
+            },
+            _ => match name.strip_prefix(SCHEME_PORT) {
+                Some(port) if is_port_reference(port) => match parse_scheme(value) {
+                    Ok(scheme) => {
+                        options.port_schemes.insert(port.to_owned(), scheme);
+                    }
+                    Err(reason) => problem(reason),
+                },
+                Some(port) => problem(format!("{port:?} is not a port name or number")),
+                None => problem(format!(
+                    "unknown annotation (known: {})",
+                    known_annotations().join(", ")
+                )),
+            },
+        }
+    }
+
+    match sticky.as_mut() {
+        Some(cookie) => {
+            for (_, attribute) in sticky_attributes {
+                match attribute {
+                    StickyAttribute::Secure(on) => cookie.secure = Some(on),
+                    StickyAttribute::HttpOnly(on) => cookie.http_only = Some(on),
+                    StickyAttribute::SameSite(s) => cookie.same_site = Some(s),
+                }
+            }
+        }
+        None => {
+            for (key, _) in sticky_attributes {
+                problems.push(Problem {
+                    annotation: key.to_owned(),
+                    reason: format!("needs {PREFIX}{STICKY_COOKIE} to be set"),
+                });
+            }
+        }
+    }
+    options.http.sticky_cookie = sticky;
+
+    match health_path {
+        Some(path) => {
+            options.http.health_check = Some(HealthCheck {
+                path,
+                interval: health_interval.map(|(_, d)| d),
+                timeout: health_timeout.map(|(_, d)| d),
+            });
+        }
+        None => {
+            for (key, _) in health_interval.into_iter().chain(health_timeout) {
+                problems.push(Problem {
+                    annotation: key.to_owned(),
+                    reason: format!("needs {PREFIX}{HEALTH_CHECK_PATH} to be set"),
+                });
+            }
+        }
+    }
+
+    problems.sort();
+    (options, problems)
+}
+
+/// Every annotation name the exporter knows, without the prefix (`scheme.<port>` as a pattern).
+pub fn known_annotations() -> Vec<&'static str> {
+    vec![
+        SCHEME,
+        "scheme.<port>",
+        TCP_PORTS,
+        EXCLUDE_PORTS,
+        PASS_HOST_HEADER,
+        STICKY_COOKIE,
+        STICKY_COOKIE_SECURE,
+        STICKY_COOKIE_HTTP_ONLY,
+        STICKY_COOKIE_SAME_SITE,
+        HEALTH_CHECK_PATH,
+        HEALTH_CHECK_INTERVAL,
+        HEALTH_CHECK_TIMEOUT,
+    ]
+}
+
+enum StickyAttribute {
+    Secure(bool),
+    HttpOnly(bool),
+    SameSite(SameSite),
+}
+
+fn parse_scheme(value: &str) -> Result<Scheme, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "http" => Ok(Scheme::Http),
+        "https" => Ok(Scheme::Https),
+        "h2c" => Ok(Scheme::H2c),
+        _ => Err(format!("{value:?} is not a scheme (http, https, h2c)")),
+    }
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    if value.eq_ignore_ascii_case("true") {
+        Ok(true)
+    } else if value.eq_ignore_ascii_case("false") {
+        Ok(false)
+    } else {
+        Err(format!("{value:?} is not true or false"))
+    }
+}
+
+fn parse_same_site(value: &str) -> Result<SameSite, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "none" => Ok(SameSite::None),
+        "lax" => Ok(SameSite::Lax),
+        "strict" => Ok(SameSite::Strict),
+        _ => Err(format!("{value:?} is not none, lax or strict")),
+    }
+}
+
+/// `true`: a cookie Traefik names itself; `false`: no stickiness; else the cookie's name.
+fn parse_sticky(value: &str) -> Result<Option<StickyCookie>, String> {
+    if value.eq_ignore_ascii_case("false") {
+        return Ok(None);
+    }
+    if value.eq_ignore_ascii_case("true") {
+        return Ok(Some(StickyCookie::default()));
+    }
+    if value.is_empty() {
+        return Err("empty value (true, false or a cookie name)".to_owned());
+    }
+    // The syncer accepts `[A-Za-z0-9_-]`, 1-256 characters (a subset of the HTTP token
+    // characters that no browser or proxy mangles); anything else would get the whole cluster
+    // document rejected there.
+    if value.len() > 256 {
+        return Err("the cookie name is longer than 256 characters".to_owned());
+    }
+    if let Some(bad) = value.chars().find(|c| !is_cookie_name_char(*c)) {
+        return Err(format!(
+            "{value:?} is not a valid cookie name ({bad:?} is not allowed; use A-Z, a-z, 0-9, '-', '_')"
+        ));
+    }
+    Ok(Some(StickyCookie {
+        name: Some(value.to_owned()),
+        ..StickyCookie::default()
+    }))
+}
+
+fn is_cookie_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+}
+
+fn parse_path(value: &str) -> Result<String, String> {
+    if !value.starts_with('/') {
+        return Err(format!(
+            "{value:?} is not an absolute path (it must start with /)"
+        ));
+    }
+    if value.len() > 1024 {
+        return Err("the path is longer than 1024 characters".to_owned());
+    }
+    // URL path and query characters only (RFC 3986; others must be percent-encoded): no
+    // spaces, quotes or braces, which also keeps Go template syntax out of Traefik's files.
+    if let Some(bad) = value.chars().find(|c| !is_path_char(*c)) {
+        return Err(format!(
+            "{value:?} contains {bad:?}; a path holds URL path and query characters only \
+             (percent-encode others)"
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+fn is_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/?%".contains(c)
+}
+
+fn parse_positive_duration(value: &str) -> Result<Duration, String> {
+    let d = ksd_shared::parse_duration(value)?;
+    if d.is_zero() {
+        return Err(format!("{value:?} must be longer than zero"));
+    }
+    Ok(d)
+}
+
+fn parse_port_list(value: &str) -> Result<BTreeSet<String>, String> {
+    let mut ports = BTreeSet::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if !is_port_reference(item) {
+            return Err(format!("{item:?} is not a port name or number"));
+        }
+        ports.insert(item.to_owned());
+    }
+    Ok(ports)
+}
+
+/// A Service port number (1-65535) or a port name (lowercase letters, digits and `-`, as
+/// Kubernetes requires of port names).
+pub fn is_port_reference(s: &str) -> bool {
+    if s.is_empty() || s.len() > 63 {
+        return false;
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse::<u16>().is_ok_and(|n| n > 0);
+    }
+    s.bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_pairs(pairs: &[(&str, &str)]) -> (ServiceOptions, Vec<Problem>) {
+        parse(pairs.iter().map(|(k, v)| (*k, *v)))
+    }
+
+    fn key(name: &str) -> String {
+        format!("{PREFIX}{name}")
+    }
+
+    #[test]
+    fn no_annotations_means_defaults() {
+        let (options, problems) = parse_pairs(&[]);
+        assert_eq!(options, ServiceOptions::default());
+        assert!(problems.is_empty());
+    }
+
+    #[test]
+    fn foreign_annotations_are_skipped() {
+        let (options, problems) = parse_pairs(&[
+            ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
+            ("k8s-service-discovery", "true"),
+            ("other/scheme", "https"),
+        ]);
+        assert_eq!(options, ServiceOptions::default());
+        assert!(problems.is_empty());
+    }
+
+    #[test]
+    fn every_option_parses() {
+        let (options, problems) = parse_pairs(&[
+            (&key("scheme"), "HTTPS"),
+            (&key("scheme.grpc"), "h2c"),
+            (&key("scheme.8080"), "http"),
+            (&key("tcp-ports"), "postgres, 6379"),
+            (&key("exclude-ports"), "metrics"),
+            (&key("pass-host-header"), "false"),
+            (&key("sticky-cookie"), "route"),
+            (&key("sticky-cookie-secure"), "true"),
+            (&key("sticky-cookie-http-only"), "TRUE"),
+            (&key("sticky-cookie-same-site"), "Lax"),
+            (&key("health-check-path"), "/healthz"),
+            (&key("health-check-interval"), "10s"),
+            (&key("health-check-timeout"), "500ms"),
+        ]);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(options.scheme, Some(Scheme::Https));
+        assert_eq!(options.port_schemes.get("grpc"), Some(&Scheme::H2c));
+        assert_eq!(options.port_schemes.get("8080"), Some(&Scheme::Http));
+        assert_eq!(
+            options.tcp_ports,
+            BTreeSet::from(["postgres".to_owned(), "6379".to_owned()])
+        );
+        assert_eq!(
+            options.exclude_ports,
+            BTreeSet::from(["metrics".to_owned()])
+        );
+        assert_eq!(options.http.pass_host_header, Some(false));
+        assert_eq!(
+            options.http.sticky_cookie,
+            Some(StickyCookie {
+                name: Some("route".to_owned()),
+                secure: Some(true),
+                http_only: Some(true),
+                same_site: Some(SameSite::Lax),
+            })
+        );
+        assert_eq!(
+            options.http.health_check,
+            Some(HealthCheck {
+                path: "/healthz".to_owned(),
+                interval: Some(Duration::from_secs(10)),
+                timeout: Some(Duration::from_millis(500)),
+            })
+        );
+    }
+
+    #[test]
+    fn sticky_cookie_true_lets_traefik_name_it() {
+        let (options, problems) = parse_pairs(&[(&key("sticky-cookie"), "true")]);
+        assert!(problems.is_empty());
+        assert_eq!(options.http.sticky_cookie, Some(StickyCookie::default()));
+    }
+
+    #[test]
+    fn sticky_cookie_false_turns_it_off_and_orphans_attributes() {
+        let (options, problems) = parse_pairs(&[
+            (&key("sticky-cookie"), "false"),
+            (&key("sticky-cookie-secure"), "true"),
+        ]);
+        assert_eq!(options.http.sticky_cookie, None);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].annotation, key("sticky-cookie-secure"));
+        assert!(problems[0].reason.contains("sticky-cookie"));
+    }
+
+    #[test]
+    fn bad_cookie_names_are_refused() {
+        for bad in ["a b", "a;b", "{{x}}", "a=b", "é", "a.b", ""] {
+            let (options, problems) = parse_pairs(&[(&key("sticky-cookie"), bad)]);
+            assert_eq!(options.http.sticky_cookie, None, "{bad:?}");
+            assert_eq!(problems.len(), 1, "{bad:?}");
+            assert_eq!(problems[0].annotation, key("sticky-cookie"));
+        }
+    }
+
+    #[test]
+    fn malformed_values_are_reported_and_ignored() {
+        let cases = [
+            ("scheme", "ftp"),
+            ("scheme.web", "tcp"),
+            ("pass-host-header", "yes"),
+            ("sticky-cookie-same-site", "sometimes"),
+            ("health-check-path", "healthz"),
+            ("health-check-path", "/a b"),
+            ("health-check-path", "/{{.Env}}"),
+            ("health-check-interval", "10"),
+            ("health-check-timeout", "0s"),
+            ("tcp-ports", "db, Bad_Name"),
+            ("exclude-ports", "70000"),
+            ("scheme.Not_A_Port", "https"),
+            ("schema", "https"),
+        ];
+        for (name, value) in cases {
+            let annotation = key(name);
+            let mut pairs = vec![(annotation.as_str(), value)];
+            // Give the health-check durations their path so only the bad value is reported.
+            let path = key("health-check-path");
+            if name.starts_with("health-check-") && name != "health-check-path" {
+                pairs.push((path.as_str(), "/ok"));
+            }
+            let (options, problems) = parse(pairs);
+            assert_eq!(problems.len(), 1, "{name}={value}: {problems:?}");
+            assert_eq!(problems[0].annotation, annotation, "{name}={value}");
+            assert!(!problems[0].reason.is_empty());
+            assert_eq!(options.scheme, None);
+            assert!(options.port_schemes.is_empty());
+            assert!(options.tcp_ports.is_empty());
+            assert!(options.exclude_ports.is_empty());
+            assert_eq!(options.http.pass_host_header, None);
+            assert_eq!(options.http.sticky_cookie, None);
+        }
+    }
+
+    #[test]
+    fn one_bad_annotation_does_not_spoil_the_others() {
+        let (options, problems) = parse_pairs(&[
+            (&key("scheme"), "gopher"),
+            (&key("pass-host-header"), "true"),
+        ]);
+        assert_eq!(options.scheme, None);
+        assert_eq!(options.http.pass_host_header, Some(true));
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].to_string().contains("gopher"));
+    }
+
+    #[test]
+    fn health_check_durations_need_a_path() {
+        let (options, problems) = parse_pairs(&[
+            (&key("health-check-interval"), "5s"),
+            (&key("health-check-timeout"), "1s"),
+        ]);
+        assert_eq!(options.http.health_check, None);
+        assert_eq!(problems.len(), 2);
+        assert!(
+            problems
+                .iter()
+                .all(|p| p.reason.contains("health-check-path"))
+        );
+    }
+
+    #[test]
+    fn health_check_path_alone_is_enough() {
+        let (options, problems) = parse_pairs(&[(&key("health-check-path"), " /ready ")]);
+        assert!(problems.is_empty());
+        assert_eq!(
+            options.http.health_check,
+            Some(HealthCheck {
+                path: "/ready".to_owned(),
+                interval: None,
+                timeout: None,
+            })
+        );
+    }
+
+    #[test]
+    fn empty_port_lists_are_empty() {
+        let (options, problems) = parse_pairs(&[(&key("tcp-ports"), " , ")]);
+        assert!(problems.is_empty());
+        assert!(options.tcp_ports.is_empty());
+    }
+
+    #[test]
+    fn port_references() {
+        for good in ["http", "grpc-web", "1", "65535", "p8080"] {
+            assert!(is_port_reference(good), "{good}");
+        }
+        for bad in ["", "0", "65536", "-x", "x-", "Web", "a_b", "a.b"] {
+            assert!(!is_port_reference(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn problems_name_the_annotation_in_their_message() {
+        let (_, problems) = parse_pairs(&[(&key("pass-host-header"), "maybe")]);
+        let text = problems[0].to_string();
+        assert!(
+            text.contains("k8s-service-discovery/pass-host-header"),
+            "{text}"
+        );
+        assert!(text.contains("maybe"), "{text}");
+    }
+}

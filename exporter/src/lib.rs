@@ -1,0 +1,211 @@
+//! `ksd-exporter`: publishes one Kubernetes cluster's Services and their ready endpoints as a
+//! Traefik dynamic-configuration document (`<prefix><CLUSTER_NAME>.traefik.yaml`) in a bucket,
+//! for `ksd-syncer` to merge next to Traefik.
+//!
+//! The crate is a thin I/O shell around pure decisions:
+//! - [`index`]: the in-memory [`index::Index`] that turns Services and EndpointSlices into
+//!   backends, recomputing only the Services that changed (pure, unit-tested);
+//! - [`annotations`]: the per-Service options read from `k8s-service-discovery/*` annotations;
+//! - [`document`]: backends to published bytes ([`document::Snapshot`]);
+//! - [`debounce`]: the quiet window and maximum delay that coalesce bursts of changes;
+//! - [`watch`]: the kube-runtime watchers feeding the index, with re-list buffering;
+//! - [`publish`]: the [`publish::Publisher`] that uploads conditionally (`If-Match`) with
+//!   retries and a heartbeat;
+//! - [`metrics`]: the Prometheus metrics;
+//! - [`settings`]: clap arguments validated into [`Settings`].
+//!
+//! [`run`] wires them together; `main.rs` only parses settings, sets up logging and signals.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))] // a failed unwrap is a failed test
+
+pub mod annotations;
+pub mod debounce;
+pub mod document;
+pub mod index;
+pub mod metrics;
+pub mod publish;
+pub mod settings;
+pub mod watch;
+
+use std::io::Write as _;
+use std::sync::Arc;
+
+use ksd_runtime::admin::{self, AdminError, Health};
+use ksd_runtime::storage::{Storage, StorageError};
+use ksd_shared::names::ObjectFormat;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch as channel;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use crate::settings::{Args, Settings};
+
+use crate::debounce::Debounce;
+use crate::document::Snapshot;
+use crate::metrics::Metrics;
+use crate::publish::{PublishError, Publisher};
+use crate::watch::WatchConfig;
+
+/// How many times `--once` tries to publish before giving up.
+const ONCE_ATTEMPTS: u32 = 5;
+
+/// Why the exporter stopped with a failure. Storage and API errors at run time are not here:
+/// they are retried, never fatal.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "cannot configure the Kubernetes client (KUBECONFIG, ~/.kube/config or the in-cluster \
+         service account)"
+    )]
+    Kubernetes(#[source] kube::Error),
+    #[error("cannot open storage {url}")]
+    Storage {
+        url: String,
+        #[source]
+        source: StorageError,
+    },
+    #[error("cannot start the admin server")]
+    Admin(#[source] AdminError),
+    #[error("could not publish")]
+    Publish(#[source] PublishError),
+    #[error("stopped before the initial sync completed")]
+    Interrupted,
+    #[error("the Kubernetes watches ended before the initial sync completed")]
+    WatchEnded,
+    #[error("cannot write the document to stdout")]
+    Stdout(#[source] std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Runs the exporter until `shutdown` is cancelled (or, with `--once`/`--dry-run`, until the
+/// one publish or print is done).
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> {
+    // NB: rustls is linked with two crypto providers (ring for kube, aws-lc-rs for the AWS
+    // SDK, which passes its own explicitly), so it cannot pick a process default by itself
+    // and kube's TLS set-up would panic. Ring, as kube is configured; an error only means a
+    // default was installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = kube::Client::try_default()
+        .await
+        .map_err(Error::Kubernetes)?;
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let config = WatchConfig {
+        label_selector: settings.label_selector.clone(),
+        namespaces: settings.namespaces.clone(),
+        cluster: settings.cluster.clone(),
+        template: settings.name_template.clone(),
+        formats: settings.formats.clone(),
+        debounce: Debounce::new(settings.debounce, settings.max_delay),
+    };
+    info!(
+        cluster = %settings.cluster,
+        label_selector = %settings.label_selector,
+        namespaces = %if settings.namespaces.is_empty() { "*".to_owned() } else { settings.namespaces.join(",") },
+        "watching Services and EndpointSlices"
+    );
+
+    // The index stops on its own token, so that --once and --dry-run can end it when done.
+    let watch_stop = shutdown.child_token();
+    let (snapshots_tx, mut snapshots) = channel::channel::<Option<Arc<Snapshot>>>(None);
+    let streams = watch::watch_streams(&client, &config);
+    let index_task = tokio::spawn(watch::run(
+        streams,
+        config,
+        metrics.clone(),
+        snapshots_tx,
+        watch_stop.clone(),
+    ));
+
+    if settings.dry_run {
+        let result = first_snapshot(&mut snapshots, &shutdown).await;
+        watch_stop.cancel();
+        let _ = index_task.await;
+        let snapshot = result?;
+        if let Some(output) = snapshot.output(ObjectFormat::Traefik) {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&output.bytes)
+                .and_then(|()| stdout.flush())
+                .map_err(Error::Stdout)?;
+        }
+        return Ok(());
+    }
+
+    let storage = Storage::connect(&settings.storage_url, &settings.s3)
+        .await
+        .map_err(|source| Error::Storage {
+            url: settings.storage_url.to_string(),
+            source,
+        })?;
+    info!(storage = %storage.describe(), "publishing to storage");
+    let mut publisher = Publisher::new(
+        storage,
+        settings.cluster.clone(),
+        settings.heartbeat,
+        metrics.clone(),
+    );
+
+    if settings.once {
+        let result = match first_snapshot(&mut snapshots, &shutdown).await {
+            Ok(snapshot) => {
+                publish::publish_with_retries(&mut publisher, &snapshot, ONCE_ATTEMPTS, &shutdown)
+                    .await
+                    .map_err(Error::Publish)
+            }
+            Err(err) => Err(err),
+        };
+        watch_stop.cancel();
+        let _ = index_task.await;
+        return result;
+    }
+
+    let health = Health::new();
+    // The admin server outlives the drain, so probes keep answering (not ready) until the end.
+    let admin_stop = CancellationToken::new();
+    let (_, admin_task) = admin::serve(
+        settings.admin_addr,
+        Arc::new(registry),
+        health.clone(),
+        admin_stop.clone(),
+    )
+    .await
+    .map_err(Error::Admin)?;
+
+    let publisher_task = tokio::spawn(publish::run(
+        publisher,
+        snapshots,
+        health.clone(),
+        shutdown.clone(),
+    ));
+    shutdown.cancelled().await;
+    health.set_shutting_down();
+    // The publisher finishes an upload in flight before it returns.
+    let _ = publisher_task.await;
+    let _ = index_task.await;
+    admin_stop.cancel();
+    let _ = admin_task.await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Waits for the first snapshot, which the index sends once every watcher has synced.
+async fn first_snapshot(
+    snapshots: &mut channel::Receiver<Option<Arc<Snapshot>>>,
+    shutdown: &CancellationToken,
+) -> Result<Arc<Snapshot>> {
+    loop {
+        if let Some(snapshot) = snapshots.borrow_and_update().clone() {
+            return Ok(snapshot);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Err(Error::Interrupted),
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    return Err(Error::WatchEnded);
+                }
+            }
+        }
+    }
+}

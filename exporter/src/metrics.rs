@@ -1,0 +1,212 @@
+//! The exporter's Prometheus metrics, all under the `ksd_exporter_` prefix.
+
+use std::sync::atomic::AtomicU64;
+use std::time::SystemTime;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// How an upload ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UploadOutcome {
+    /// Stored.
+    Written,
+    /// The object's ETag was not the one last written: another writer replaced it.
+    Conflict,
+    /// The store failed or could not be reached.
+    Error,
+}
+
+impl UploadOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            UploadOutcome::Written => "written",
+            UploadOutcome::Conflict => "conflict",
+            UploadOutcome::Error => "error",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResourceLabels {
+    resource: &'static str,
+}
+
+/// Handles to every metric; cheap to share behind an `Arc`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    uploads: Family<OutcomeLabels, Counter>,
+    skipped_unchanged: Counter,
+    foreign_writer_conflicts: Counter,
+    last_publish: Gauge<f64, AtomicU64>,
+    backends: Gauge,
+    servers: Gauge,
+    watch_restarts: Family<ResourceLabels, Counter>,
+    watch_errors: Family<ResourceLabels, Counter>,
+    object_warnings: Counter,
+    name_collisions: Gauge,
+    render_errors: Counter,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry` under `ksd_exporter_`.
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let metrics = Metrics::default();
+        let r = registry.sub_registry_with_prefix("ksd_exporter");
+        r.register(
+            "uploads",
+            "Uploads of cluster documents, by outcome (written, conflict, error)",
+            metrics.uploads.clone(),
+        );
+        r.register(
+            "skipped_unchanged",
+            "Publishes skipped because the stored object already had identical content",
+            metrics.skipped_unchanged.clone(),
+        );
+        r.register(
+            "foreign_writer_conflicts",
+            "Uploads refused because another writer replaced the object (is CLUSTER_NAME unique?)",
+            metrics.foreign_writer_conflicts.clone(),
+        );
+        r.register(
+            "last_publish_timestamp_seconds",
+            "Unix time of the last publish that left the bucket up to date",
+            metrics.last_publish.clone(),
+        );
+        r.register(
+            "backends",
+            "Backends (Service ports) in the last computed document",
+            metrics.backends.clone(),
+        );
+        r.register(
+            "servers",
+            "Servers (ready endpoints, summed over backends) in the last computed document",
+            metrics.servers.clone(),
+        );
+        r.register(
+            "watch_restarts",
+            "Re-lists of a watched resource after the first list (410 Gone, lost watch, API restart)",
+            metrics.watch_restarts.clone(),
+        );
+        r.register(
+            "watch_errors",
+            "Errors from the Kubernetes API while watching, retried with backoff",
+            metrics.watch_errors.clone(),
+        );
+        r.register(
+            "object_warnings",
+            "Warnings about Services and EndpointSlices (malformed annotations, unsupported ports)",
+            metrics.object_warnings.clone(),
+        );
+        r.register(
+            "name_collisions",
+            "Service ports whose template name collided and that were published under a suffixed name",
+            metrics.name_collisions.clone(),
+        );
+        r.register(
+            "render_errors",
+            "Documents that failed validation and were not published",
+            metrics.render_errors.clone(),
+        );
+        metrics
+    }
+
+    pub fn upload(&self, outcome: UploadOutcome) {
+        self.uploads
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+        if outcome == UploadOutcome::Conflict {
+            self.foreign_writer_conflicts.inc();
+        }
+    }
+
+    pub fn skipped_unchanged(&self) {
+        self.skipped_unchanged.inc();
+    }
+
+    pub fn published(&self, at: SystemTime) {
+        let seconds = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.last_publish.set(seconds);
+    }
+
+    pub fn computed(&self, backends: usize, servers: usize, collisions: usize) {
+        self.backends.set(saturating_i64(backends));
+        self.servers.set(saturating_i64(servers));
+        self.name_collisions.set(saturating_i64(collisions));
+    }
+
+    pub fn watch_restart(&self, resource: &'static str) {
+        self.watch_restarts
+            .get_or_create(&ResourceLabels { resource })
+            .inc();
+    }
+
+    pub fn watch_error(&self, resource: &'static str) {
+        self.watch_errors
+            .get_or_create(&ResourceLabels { resource })
+            .inc();
+    }
+
+    pub fn object_warnings(&self, count: usize) {
+        self.object_warnings
+            .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+    }
+
+    pub fn render_error(&self) {
+        self.render_errors.inc();
+    }
+}
+
+fn saturating_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(registry: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn names_and_labels() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        metrics.upload(UploadOutcome::Written);
+        metrics.upload(UploadOutcome::Conflict);
+        metrics.skipped_unchanged();
+        metrics.watch_restart("services");
+        metrics.computed(3, 7, 1);
+        metrics.published(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000));
+        let text = encode(&registry);
+        for expected in [
+            "ksd_exporter_uploads_total{outcome=\"written\"} 1",
+            "ksd_exporter_uploads_total{outcome=\"conflict\"} 1",
+            "ksd_exporter_foreign_writer_conflicts_total 1",
+            "ksd_exporter_skipped_unchanged_total 1",
+            "ksd_exporter_watch_restarts_total{resource=\"services\"} 1",
+            "ksd_exporter_backends 3",
+            "ksd_exporter_servers 7",
+            "ksd_exporter_name_collisions 1",
+            "ksd_exporter_last_publish_timestamp_seconds 1700000000",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from\n{text}");
+        }
+    }
+}

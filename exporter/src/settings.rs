@@ -1,0 +1,636 @@
+//! Settings: clap arguments (every one also an environment variable) and their validation
+//! into [`Settings`] before anything starts.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::builder::ArgPredicate;
+use ksd_runtime::cli::{
+    AdminArgs, Deprecation, LogArgs, RunArgs, SettingsError, StorageArgs, parse_duration_var,
+};
+use ksd_runtime::storage::{S3Options, StorageUrl};
+use ksd_runtime::telemetry::LogFormat;
+use ksd_shared::names::{ClusterName, NameError, NameTemplate, ObjectFormat};
+
+pub const DEFAULT_LABEL_SELECTOR: &str = "k8s-service-discovery";
+pub const DEFAULT_DEBOUNCE: &str = "1s";
+pub const DEFAULT_MAX_DELAY: &str = "10s";
+pub const DEFAULT_HEARTBEAT_INTERVAL: &str = "5m";
+pub const DEFAULT_OUTPUT_FORMATS: &str = "traefik";
+
+/// The shortest heartbeat accepted: anything faster is an upload loop, not a proof of life.
+const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Publishes a Kubernetes cluster's Services and ready endpoints as a Traefik
+/// dynamic-configuration document in a bucket.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "ksd-exporter", version, about, long_about = None)]
+pub struct Args {
+    /// Name of this cluster, a DNS label; names its objects (<prefix><CLUSTER_NAME>.traefik.yaml)
+    /// and must be unique among the exporters sharing a bucket [required]
+    // NB: an Option validated by hand, so that a missing value is one `invalid CLUSTER_NAME`
+    // line like every other bad setting rather than clap's multi-line usage error.
+    #[arg(long, env = "CLUSTER_NAME", value_name = "NAME")]
+    pub cluster_name: Option<String>,
+
+    /// Label selector of the exported Services (Kubernetes syntax; empty selects every Service)
+    // NB: an Option so that the deprecated LABEL_FILTER applies only when LABEL_SELECTOR is
+    // not set; its presence removes the default.
+    #[arg(
+        long,
+        env = "LABEL_SELECTOR",
+        value_name = "SELECTOR",
+        default_value = DEFAULT_LABEL_SELECTOR,
+        default_value_if("label_filter", ArgPredicate::IsPresent, None)
+    )]
+    pub label_selector: Option<String>,
+
+    /// Deprecated: use LABEL_SELECTOR
+    #[arg(long, env = "LABEL_FILTER", value_name = "SELECTOR", hide = true)]
+    pub label_filter: Option<String>,
+
+    /// Namespaces to watch, comma-separated; empty watches all namespaces
+    #[arg(long, env = "NAMESPACES", value_name = "LIST", default_value = "")]
+    pub namespaces: String,
+
+    /// Traefik service name of each Service port; placeholders {namespace}, {service}, {port}
+    /// (the port's name, else its number)
+    #[arg(long, env = "NAME_TEMPLATE", value_name = "TEMPLATE", default_value = NameTemplate::DEFAULT)]
+    pub name_template: String,
+
+    /// Quiet window: publish once no change has arrived for this long
+    #[arg(long, env = "DEBOUNCE", value_name = "DURATION", default_value = DEFAULT_DEBOUNCE)]
+    pub debounce: String,
+
+    /// Longest a change waits for the quiet window before it is published anyway
+    #[arg(long, env = "MAX_DELAY", value_name = "DURATION", default_value = DEFAULT_MAX_DELAY)]
+    pub max_delay: String,
+
+    /// Re-upload unchanged content this often, so the object's age shows the exporter is alive
+    #[arg(
+        long,
+        env = "HEARTBEAT_INTERVAL",
+        value_name = "DURATION",
+        default_value = DEFAULT_HEARTBEAT_INTERVAL
+    )]
+    pub heartbeat_interval: String,
+
+    /// Documents to publish, comma-separated: traefik (<CLUSTER_NAME>.traefik.yaml) and/or
+    /// backends (<CLUSTER_NAME>.backends.yaml, a neutral list of backends)
+    #[arg(long, env = "OUTPUT_FORMATS", value_name = "LIST", default_value = DEFAULT_OUTPUT_FORMATS)]
+    pub output_formats: String,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    #[command(flatten)]
+    pub admin: AdminArgs,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Validated settings: everything the exporter needs, in typed form.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub cluster: ClusterName,
+    /// Empty selects every Service.
+    pub label_selector: String,
+    /// Empty watches all namespaces.
+    pub namespaces: Vec<String>,
+    pub name_template: NameTemplate,
+    pub debounce: Duration,
+    pub max_delay: Duration,
+    pub heartbeat: Duration,
+    /// Never empty; in a fixed order, without duplicates.
+    pub formats: Vec<ObjectFormat>,
+    pub storage_url: StorageUrl,
+    pub s3: S3Options,
+    pub admin_addr: SocketAddr,
+    pub log_format: LogFormat,
+    pub once: bool,
+    pub dry_run: bool,
+    /// Deprecated variables that were used, to be logged once logging is set up.
+    pub deprecations: Vec<Deprecation>,
+}
+
+impl Args {
+    /// Validates every value; the first bad one is reported naming its variable.
+    pub fn validate(self) -> Result<Settings, SettingsError> {
+        let cluster = match self.cluster_name.as_deref().map(str::trim) {
+            None | Some("") => {
+                return Err(SettingsError::new(
+                    "CLUSTER_NAME",
+                    "it is required: a DNS label naming this cluster's objects, e.g. prod-eu-1",
+                ));
+            }
+            Some(raw) => ClusterName::parse(raw)
+                .map_err(|err| SettingsError::new("CLUSTER_NAME", name_error_message(err)))?,
+        };
+
+        let mut deprecations = Vec::new();
+        let label_selector = match (&self.label_selector, &self.label_filter) {
+            (Some(selector), filter) => {
+                if filter.is_some() {
+                    deprecations.push(Deprecation {
+                        variable: "LABEL_FILTER",
+                        message: "ignored because LABEL_SELECTOR is set; remove it".to_owned(),
+                    });
+                }
+                selector.trim().to_owned()
+            }
+            // An empty LABEL_FILTER (left in a compose file) counts as unset, as the other
+            // deprecated variables do.
+            (None, Some(filter)) if filter.trim().is_empty() => {
+                deprecations.push(Deprecation {
+                    variable: "LABEL_FILTER",
+                    message: "empty, ignored; remove it".to_owned(),
+                });
+                DEFAULT_LABEL_SELECTOR.to_owned()
+            }
+            (None, Some(filter)) => {
+                let filter = filter.trim().to_owned();
+                deprecations.push(Deprecation {
+                    variable: "LABEL_FILTER",
+                    message: format!("use LABEL_SELECTOR={filter}"),
+                });
+                validate_label_selector(&filter)
+                    .map_err(|message| SettingsError::new("LABEL_FILTER", message))?;
+                filter
+            }
+            (None, None) => DEFAULT_LABEL_SELECTOR.to_owned(),
+        };
+        validate_label_selector(&label_selector)
+            .map_err(|message| SettingsError::new("LABEL_SELECTOR", message))?;
+
+        let namespaces = parse_namespaces(&self.namespaces)?;
+        let name_template = NameTemplate::parse(self.name_template.trim())
+            .map_err(|err| SettingsError::new("NAME_TEMPLATE", name_error_message(err)))?;
+
+        let debounce = parse_duration_var("DEBOUNCE", &self.debounce)?;
+        let max_delay = parse_duration_var("MAX_DELAY", &self.max_delay)?;
+        if max_delay.is_zero() {
+            return Err(SettingsError::new(
+                "MAX_DELAY",
+                "it must be longer than zero",
+            ));
+        }
+        if max_delay < debounce {
+            return Err(SettingsError::new(
+                "MAX_DELAY",
+                format!(
+                    "{} is shorter than DEBOUNCE ({}); the longest hold cannot be shorter than \
+                     the quiet window",
+                    self.max_delay.trim(),
+                    self.debounce.trim()
+                ),
+            ));
+        }
+        let heartbeat = parse_duration_var("HEARTBEAT_INTERVAL", &self.heartbeat_interval)?;
+        if heartbeat < MIN_HEARTBEAT {
+            return Err(SettingsError::new(
+                "HEARTBEAT_INTERVAL",
+                format!("{} is shorter than 1s", self.heartbeat_interval.trim()),
+            ));
+        }
+
+        let formats = parse_formats(&self.output_formats)?;
+        let (storage_url, s3, storage_deprecations) = self.storage.resolve()?;
+        deprecations.extend(storage_deprecations);
+        let admin_addr = self.admin.resolve()?;
+
+        Ok(Settings {
+            cluster,
+            label_selector,
+            namespaces,
+            name_template,
+            debounce,
+            max_delay,
+            heartbeat,
+            formats,
+            storage_url,
+            s3,
+            admin_addr,
+            log_format: self.log.log_format,
+            once: self.run.once,
+            dry_run: self.run.dry_run,
+            deprecations,
+        })
+    }
+}
+
+/// The reason of a [`NameError`], without its own "invalid ..." lead (the settings error adds
+/// one naming the variable).
+fn name_error_message(err: NameError) -> String {
+    match err {
+        NameError::InvalidClusterName { name, reason } => format!(
+            "{name:?}: {reason} (a DNS label: 1-63 characters of a-z, 0-9 and '-', starting and \
+             ending with a letter or digit)"
+        ),
+        NameError::InvalidTemplate { template, reason } => format!("{template:?}: {reason}"),
+        other => other.to_string(),
+    }
+}
+
+fn parse_namespaces(raw: &str) -> Result<Vec<String>, SettingsError> {
+    let mut namespaces: Vec<String> = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if !is_dns_label(item) {
+            return Err(SettingsError::new(
+                "NAMESPACES",
+                format!(
+                    "{item:?} is not a namespace name (a DNS label: 1-63 characters of a-z, 0-9 \
+                     and '-')"
+                ),
+            ));
+        }
+        if !namespaces.iter().any(|n| n == item) {
+            namespaces.push(item.to_owned());
+        }
+    }
+    namespaces.sort();
+    Ok(namespaces)
+}
+
+fn parse_formats(raw: &str) -> Result<Vec<ObjectFormat>, SettingsError> {
+    let mut formats = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let format = ObjectFormat::parse(item).map_err(|_| {
+            SettingsError::new(
+                "OUTPUT_FORMATS",
+                format!("unknown format {item:?}: expected traefik and/or backends"),
+            )
+        })?;
+        if !formats.contains(&format) {
+            formats.push(format);
+        }
+    }
+    if formats.is_empty() {
+        return Err(SettingsError::new(
+            "OUTPUT_FORMATS",
+            "it is empty: name traefik and/or backends",
+        ));
+    }
+    formats.sort();
+    Ok(formats)
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Checks a Kubernetes label selector (`key`, `!key`, `key=value`, `key==value`, `key!=value`,
+/// `key in (a,b)`, `key notin (a,b)`, comma-separated), so a typo stops the exporter at
+/// start-up instead of failing every watch request.
+pub fn validate_label_selector(selector: &str) -> Result<(), String> {
+    if selector.trim().is_empty() {
+        return Ok(());
+    }
+    for requirement in split_requirements(selector)? {
+        check_requirement(requirement.trim())
+            .map_err(|reason| format!("{selector:?}: {reason}"))?;
+    }
+    Ok(())
+}
+
+/// Splits on the commas that separate requirements (not those inside `in (...)` sets).
+fn split_requirements(selector: &str) -> Result<Vec<&str>, String> {
+    let mut parts = Vec::new();
+    let mut depth = 0u32;
+    let mut start = 0;
+    for (i, c) in selector.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| format!("{selector:?}: unbalanced ')'"))?;
+            }
+            ',' if depth == 0 => {
+                parts.push(&selector[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err(format!("{selector:?}: unbalanced '('"));
+    }
+    parts.push(&selector[start..]);
+    Ok(parts)
+}
+
+fn check_requirement(requirement: &str) -> Result<(), String> {
+    if requirement.is_empty() {
+        return Err("empty requirement (stray comma?)".to_owned());
+    }
+    if let Some(key) = requirement.strip_prefix('!') {
+        return check_key(key.trim());
+    }
+    let key_end = requirement
+        .find(|c: char| c.is_whitespace() || "=!<>(".contains(c))
+        .unwrap_or(requirement.len());
+    let (key, rest) = requirement.split_at(key_end);
+    check_key(key)?;
+    let rest = rest.trim_start();
+    if rest.is_empty() {
+        return Ok(());
+    }
+    for op in ["==", "!=", "="] {
+        if let Some(value) = rest.strip_prefix(op) {
+            return check_value(value.trim());
+        }
+    }
+    for op in ["<", ">"] {
+        if let Some(value) = rest.strip_prefix(op) {
+            let value = value.trim();
+            return value
+                .parse::<i64>()
+                .map(|_| ())
+                .map_err(|_| format!("{value:?} is not an integer (after {op})"));
+        }
+    }
+    for op in ["notin", "in"] {
+        if let Some(set) = rest.strip_prefix(op) {
+            let set = set.trim();
+            let Some(inner) = set.strip_prefix('(').and_then(|s| s.strip_suffix(')')) else {
+                return Err(format!("expected ({op} (a,b,...)) after {key:?}"));
+            };
+            for value in inner.split(',') {
+                check_value(value.trim())?;
+            }
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "unexpected {rest:?} after {key:?} (expected =, ==, !=, in, notin or nothing)"
+    ))
+}
+
+/// `[prefix/]name`: prefix a DNS subdomain, name 1-63 characters.
+fn check_key(key: &str) -> Result<(), String> {
+    let name = match key.split_once('/') {
+        Some((prefix, name)) => {
+            let valid_prefix =
+                !prefix.is_empty() && prefix.len() <= 253 && prefix.split('.').all(is_dns_label);
+            if !valid_prefix {
+                return Err(format!("{key:?}: the prefix is not a DNS subdomain"));
+            }
+            name
+        }
+        None => key,
+    };
+    if name.is_empty() || !is_label_value(name) {
+        return Err(format!(
+            "{key:?} is not a label key (1-63 characters of A-Z, a-z, 0-9, '-', '_', '.', \
+             starting and ending with a letter or digit, optionally after a DNS prefix and '/')"
+        ));
+    }
+    Ok(())
+}
+
+fn check_value(value: &str) -> Result<(), String> {
+    if value.is_empty() || is_label_value(value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{value:?} is not a label value (at most 63 characters of A-Z, a-z, 0-9, '-', '_', \
+             '.', starting and ending with a letter or digit)"
+        ))
+    }
+}
+
+fn is_label_value(s: &str) -> bool {
+    s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches};
+
+    use super::*;
+
+    /// Parses flags only (environment bindings removed), so tests do not depend on the shell.
+    fn args(flags: &[&str]) -> Args {
+        let command = Args::command().mut_args(|arg| arg.env(None));
+        let matches = command
+            .try_get_matches_from(std::iter::once("ksd-exporter").chain(flags.iter().copied()))
+            .unwrap();
+        Args::from_arg_matches(&matches).unwrap()
+    }
+
+    fn settings(flags: &[&str]) -> Result<Settings, SettingsError> {
+        args(flags).validate()
+    }
+
+    fn error(flags: &[&str]) -> SettingsError {
+        settings(flags).unwrap_err()
+    }
+
+    #[test]
+    fn defaults() {
+        let s = settings(&["--cluster-name", "prod-1"]).unwrap();
+        assert_eq!(s.cluster.as_str(), "prod-1");
+        assert_eq!(s.label_selector, "k8s-service-discovery");
+        assert!(s.namespaces.is_empty());
+        assert_eq!(s.name_template.as_str(), "{namespace}-{service}-{port}");
+        assert_eq!(s.debounce, Duration::from_secs(1));
+        assert_eq!(s.max_delay, Duration::from_secs(10));
+        assert_eq!(s.heartbeat, Duration::from_secs(300));
+        assert_eq!(s.formats, [ObjectFormat::Traefik]);
+        assert!(!s.once && !s.dry_run);
+        assert!(s.deprecations.is_empty());
+    }
+
+    #[test]
+    fn cluster_name_is_required_and_a_dns_label() {
+        for flags in [&[][..], &["--cluster-name", ""], &["--cluster-name", "  "]] {
+            let err = error(flags);
+            assert_eq!(err.variable, "CLUSTER_NAME");
+            assert!(
+                err.to_string()
+                    .starts_with("invalid CLUSTER_NAME: it is required"),
+                "{err}"
+            );
+        }
+        let err = error(&["--cluster-name", "Prod_1"]);
+        assert_eq!(err.variable, "CLUSTER_NAME");
+        assert!(err.to_string().contains("\"Prod_1\""), "{err}");
+        assert!(!err.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn every_option() {
+        let s = settings(&[
+            "--cluster-name",
+            "c",
+            "--label-selector",
+            "app in (web, api),tier!=db",
+            "--namespaces",
+            "b, a,,b",
+            "--name-template",
+            "{service}-{port}",
+            "--debounce",
+            "250ms",
+            "--max-delay",
+            "2s",
+            "--heartbeat-interval",
+            "1m",
+            "--output-formats",
+            "backends,traefik",
+            "--storage-url",
+            "s3://bucket/prefix/",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--once",
+        ])
+        .unwrap();
+        assert_eq!(s.label_selector, "app in (web, api),tier!=db");
+        assert_eq!(s.namespaces, ["a", "b"]);
+        assert_eq!(s.name_template.as_str(), "{service}-{port}");
+        assert_eq!(s.debounce, Duration::from_millis(250));
+        assert_eq!(s.max_delay, Duration::from_secs(2));
+        assert_eq!(s.heartbeat, Duration::from_secs(60));
+        assert_eq!(s.formats, [ObjectFormat::Traefik, ObjectFormat::Backends]);
+        assert_eq!(s.storage_url.to_string(), "s3://bucket/prefix/");
+        assert_eq!(s.admin_addr.to_string(), "127.0.0.1:0");
+        assert!(s.once);
+    }
+
+    #[test]
+    fn label_filter_is_a_deprecated_label_selector() {
+        let s = settings(&["--cluster-name", "c", "--label-filter", "export=yes"]).unwrap();
+        assert_eq!(s.label_selector, "export=yes");
+        assert_eq!(s.deprecations.len(), 1);
+        assert_eq!(s.deprecations[0].variable, "LABEL_FILTER");
+        assert!(
+            s.deprecations[0]
+                .message
+                .contains("LABEL_SELECTOR=export=yes")
+        );
+
+        let s = settings(&[
+            "--cluster-name",
+            "c",
+            "--label-filter",
+            "old",
+            "--label-selector",
+            "new",
+        ])
+        .unwrap();
+        assert_eq!(s.label_selector, "new");
+        assert!(s.deprecations[0].message.contains("ignored"));
+
+        let err = error(&["--cluster-name", "c", "--label-filter", "a b"]);
+        assert_eq!(err.variable, "LABEL_FILTER");
+
+        let s = settings(&["--cluster-name", "c", "--label-filter", ""]).unwrap();
+        assert_eq!(s.label_selector, DEFAULT_LABEL_SELECTOR);
+        assert_eq!(s.deprecations.len(), 1);
+    }
+
+    #[test]
+    fn an_empty_label_selector_selects_everything() {
+        let s = settings(&["--cluster-name", "c", "--label-selector", ""]).unwrap();
+        assert_eq!(s.label_selector, "");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (flag, value, variable) in [
+            ("--label-selector", "app=(x)", "LABEL_SELECTOR"),
+            ("--label-selector", "a b", "LABEL_SELECTOR"),
+            ("--namespaces", "Default", "NAMESPACES"),
+            ("--name-template", "{nope}", "NAME_TEMPLATE"),
+            ("--name-template", "{service}.{port}", "NAME_TEMPLATE"),
+            ("--debounce", "5", "DEBOUNCE"),
+            ("--max-delay", "soon", "MAX_DELAY"),
+            ("--max-delay", "0s", "MAX_DELAY"),
+            ("--max-delay", "500ms", "MAX_DELAY"),
+            ("--heartbeat-interval", "10ms", "HEARTBEAT_INTERVAL"),
+            ("--heartbeat-interval", "", "HEARTBEAT_INTERVAL"),
+            ("--output-formats", "json", "OUTPUT_FORMATS"),
+            ("--output-formats", ",", "OUTPUT_FORMATS"),
+            ("--storage-url", "http://bucket/", "STORAGE_URL"),
+            ("--admin-addr", "localhost", "ADMIN_ADDR"),
+        ] {
+            let err = error(&["--cluster-name", "c", flag, value]);
+            assert_eq!(err.variable, variable, "{flag} {value}: {err}");
+            let line = err.to_string();
+            assert!(line.starts_with(&format!("invalid {variable}: ")), "{line}");
+            assert!(!line.contains('\n'), "{line}");
+        }
+    }
+
+    #[test]
+    fn label_selectors() {
+        for good in [
+            "",
+            "k8s-service-discovery",
+            "!legacy",
+            "app=web",
+            "app==web",
+            "app!=web",
+            "app=",
+            "example.com/export=true",
+            "app in (web,api)",
+            "app notin (web)",
+            "app in (web, api), tier=front, !old",
+            "replicas>2",
+        ] {
+            assert!(validate_label_selector(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "a b",
+            "app=(web)",
+            "app in web",
+            "app in (web",
+            "app)",
+            ",app",
+            "app,,tier",
+            "-app",
+            "app=-web",
+            "Example.com/x=1",
+            "replicas>two",
+            &"x".repeat(64),
+        ] {
+            assert!(validate_label_selector(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn help_lists_every_variable() {
+        let help = Args::command().render_long_help().to_string();
+        for variable in [
+            "CLUSTER_NAME",
+            "LABEL_SELECTOR",
+            "NAMESPACES",
+            "NAME_TEMPLATE",
+            "DEBOUNCE",
+            "MAX_DELAY",
+            "HEARTBEAT_INTERVAL",
+            "OUTPUT_FORMATS",
+            "STORAGE_URL",
+            "ADMIN_ADDR",
+            "LOG_FORMAT",
+        ] {
+            assert!(
+                help.contains(&format!("env: {variable}")),
+                "{variable} in\n{help}"
+            );
+        }
+        assert!(!help.contains("LABEL_FILTER"), "{help}");
+    }
+}
