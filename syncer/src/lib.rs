@@ -1,0 +1,88 @@
+//! `ksd-syncer`: keeps one Traefik dynamic-configuration file in step with the cluster documents
+//! that `ksd-exporter`s publish in a bucket.
+//!
+//! It lists the storage prefix (S3 on [`Settings::poll_interval`]; a local directory on file
+//! events, with the same period as a safety net), fetches only the objects whose ETag changed,
+//! validates each cluster's document on its own, merges them all with
+//! [`ksd_shared::merge::merge`], and writes the result atomically into Traefik's directory when
+//! its bytes change.
+//!
+//! - [`settings`]: the command line / environment ([`settings::Args`]) and the validated
+//!   [`Settings`].
+//! - [`state`]: the pure core. [`state::State`] remembers every cluster's last good document
+//!   and decides what to fetch, what the answers mean and what the file should hold.
+//! - [`output`]: the output file: atomic replacement, temporary-file hygiene, change detection.
+//! - `sync`: the one task that performs the I/O the state asks for, with timeouts, backoff and
+//!   metrics ([`metrics`]).
+//!
+//! [`run`] is the whole agent; `main.rs` only parses settings and installs logging.
+
+pub mod metrics;
+pub mod output;
+pub mod settings;
+pub mod state;
+mod sync;
+
+use std::path::PathBuf;
+
+pub use settings::Settings;
+pub use sync::run;
+
+/// An error and its sources on one line (`a: b: c`), for log lines.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    sync::chain(error)
+}
+
+/// Everything that can stop the syncer or fail one of its operations.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open storage")]
+    Storage(#[source] ksd_runtime::storage::StorageError),
+
+    #[error("listing the storage prefix failed")]
+    List(#[source] ksd_runtime::storage::StorageError),
+
+    #[error("listing the storage prefix timed out after {0:?}")]
+    ListTimeout(std::time::Duration),
+
+    #[error("{count} cluster object(s) could not be fetched")]
+    Incomplete { count: usize },
+
+    #[error("cannot start the admin server")]
+    Admin(#[source] ksd_runtime::admin::AdminError),
+
+    #[error("interrupted by shutdown")]
+    Cancelled,
+
+    #[error("output file {path}: {step} failed")]
+    OutputIo {
+        path: PathBuf,
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("writing {path} timed out after {after:?}")]
+    OutputTimeout {
+        path: PathBuf,
+        after: std::time::Duration,
+    },
+
+    #[error("the merged document does not pass validation; nothing was written")]
+    InvalidOutput(#[source] ksd_shared::traefik::DocumentError),
+
+    #[error("cannot watch {path} for changes")]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+
+    #[error("cannot write to standard output")]
+    Stdout(#[source] std::io::Error),
+
+    #[error("a blocking file operation failed to complete")]
+    Blocking(#[source] tokio::task::JoinError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,1081 @@
+//! The syncer's pure core: what it knows about every cluster and what file that knowledge
+//! implies. No I/O happens here; the I/O shell (`sync.rs`) lists, fetches and writes, and
+//! asks this module what to fetch ([`State::plan`]), what the answers mean ([`State::apply`])
+//! and what the file should be ([`State::decide`], [`compose`]).
+//!
+//! Per cluster it keeps the last good document, the ETag of the last version it processed
+//! (good or not, so a bad version is fetched and reported once), the count of consecutive
+//! listings that did not show the cluster's object, and the current rejection if any.
+//!
+//! The rules, in one place:
+//! - a listing entry whose key is not `<dns-label>.traefik.yaml` is skipped: `.backends.yaml`
+//!   silently, anything else reported once while it stays in the listing;
+//! - an object is fetched only when its ETag differs from the last processed one, and not at all
+//!   when the listing already says it is too large or stale;
+//! - a rejected version leaves the cluster's last good document in place;
+//! - a cluster whose object is absent from the listing is removed only after
+//!   [`Policy::confirm_polls`] consecutive listings agree; an empty listing is held the same way
+//!   even when nothing is known yet (a previous run's file stays until it is confirmed);
+//! - a cluster whose object is older than [`Policy::stale_after`] is left out of the file (and
+//!   comes back when its object is refreshed);
+//! - nothing is decided before one cycle in which every listed object could be fetched, so a
+//!   restart never publishes a partial set.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use ksd_runtime::storage::ObjectInfo;
+use ksd_shared::merge::{self, ClusterDocument, Conflict};
+use ksd_shared::names::{self, ClusterName, ObjectFormat};
+use ksd_shared::traefik::{self, Document, Limits, TraefikVersion};
+
+/// Reason label of a document refused for its size before it was downloaded.
+pub const REASON_TOO_LARGE: &str = "too_large";
+
+/// The knobs of the rules above, from the settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Consecutive listings without a cluster's object before the cluster is removed (>= 1).
+    pub confirm_polls: u32,
+    /// Objects last modified longer ago than this are left out; `None` keeps them forever.
+    pub stale_after: Option<Duration>,
+    /// Larger cluster documents are rejected.
+    pub max_object_bytes: u64,
+}
+
+/// One conditional fetch the shell should perform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchRequest {
+    pub cluster: ClusterName,
+    pub key: String,
+    /// The ETag of the version already processed: the server answers 304 if it is unchanged.
+    pub if_none_match: Option<String>,
+}
+
+/// What a fetch returned, as far as the rules care.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FetchOutcome {
+    /// The object still has the ETag we asked about.
+    NotModified,
+    /// The object was deleted between the listing and the fetch; the next listings decide.
+    Missing,
+    Object {
+        bytes: Vec<u8>,
+        etag: String,
+    },
+    /// The store refused to send it: over the size limit.
+    TooLarge,
+    /// The store could not be reached or failed; nothing is learnt.
+    Failed,
+}
+
+/// Something that happened to a cluster or key while applying a cycle; the shell logs these
+/// and counts them. Each is emitted once per change, not on every poll.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A key under the prefix that names no cluster object (reported once while listed).
+    InvalidKey { key: String, reason: String },
+    /// A new version of a cluster's document was accepted.
+    Accepted {
+        cluster: ClusterName,
+        etag: String,
+        servers: usize,
+    },
+    /// A version was refused; the cluster keeps its last good document if it has one.
+    Rejected {
+        cluster: ClusterName,
+        key: String,
+        etag: String,
+        reason: &'static str,
+        detail: String,
+        keeps_last_good: bool,
+    },
+    /// A known cluster's object is absent from the listing, not yet confirmed.
+    Missing {
+        cluster: ClusterName,
+        polls: u32,
+        confirm_polls: u32,
+    },
+    /// A cluster's object is back before its absence was confirmed.
+    Returned { cluster: ClusterName },
+    /// A cluster's absence was confirmed: it is forgotten.
+    Removed { cluster: ClusterName },
+    /// A cluster's object is older than `STALE_AFTER`: it is left out.
+    Stale { cluster: ClusterName, age: Duration },
+    /// A stale cluster's object was refreshed.
+    Fresh { cluster: ClusterName },
+}
+
+/// Why no file is decided yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// No cycle has yet fetched every listed object.
+    NotSynced,
+    /// The listing is empty and nothing is known: held until `confirm_polls` listings agree.
+    EmptyListing { polls: u32, confirm_polls: u32 },
+}
+
+/// What the file should contain: the documents of the clusters to publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Hold(Hold),
+    Publish(Vec<ClusterDocument>),
+}
+
+/// A snapshot for the metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Clusters with an object in the last listing.
+    pub seen: usize,
+    /// Clusters whose document is in the file.
+    pub published: usize,
+    /// Clusters whose latest version is rejected, by reason.
+    pub rejected: BTreeMap<&'static str, usize>,
+    /// Clusters left out because their object is stale.
+    pub stale: usize,
+    /// Known clusters absent from the last listing, not yet removed.
+    pub missing: usize,
+    /// Servers in each published cluster's document.
+    pub servers: BTreeMap<ClusterName, usize>,
+    /// Keys under the prefix that name no cluster object.
+    pub invalid_keys: usize,
+}
+
+#[derive(Clone, Debug)]
+struct GoodDocument {
+    document: Document,
+    servers: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Rejection {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Default)]
+struct ClusterState {
+    good: Option<GoodDocument>,
+    /// The current version is rejected (the good document, if any, is an older version).
+    rejection: Option<Rejection>,
+    /// ETag of the last version processed (accepted or rejected).
+    processed_etag: Option<String>,
+    missing_polls: u32,
+    stale: bool,
+}
+
+/// Everything the syncer remembers between cycles.
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    clusters: BTreeMap<ClusterName, ClusterState>,
+    reported_keys: BTreeSet<String>,
+    empty_polls: u32,
+    synced: bool,
+    seen: usize,
+    conflicts: Vec<Conflict>,
+    revision: u64,
+}
+
+/// A listing entry classified by its key.
+enum Entry<'a> {
+    Cluster(ClusterName, &'a ObjectInfo),
+    Ignored,
+    Invalid(String),
+}
+
+fn classify(info: &ObjectInfo) -> Entry<'_> {
+    match names::parse_object_key(&info.key) {
+        Ok((cluster, ObjectFormat::Traefik)) => Entry::Cluster(cluster, info),
+        // Other formats of the same exporters share the prefix; they are not ours to read.
+        Ok((_, _)) => Entry::Ignored,
+        Err(error) => Entry::Invalid(error.to_string()),
+    }
+}
+
+/// S3 ETags are quoted, and some stores mark them weak; the comparison ignores both.
+fn same_etag(a: &str, b: &str) -> bool {
+    fn bare(etag: &str) -> &str {
+        etag.trim().trim_start_matches("W/").trim_matches('"')
+    }
+    bare(a) == bare(b)
+}
+
+fn age(now: SystemTime, last_modified: Option<SystemTime>) -> Option<Duration> {
+    // A clock running behind the store's gives a modification time in the future: age zero.
+    last_modified.map(|t| now.duration_since(t).unwrap_or(Duration::ZERO))
+}
+
+/// Servers in a document, all protocols.
+pub fn count_servers(document: &Document) -> usize {
+    let http = document.http.as_ref().map_or(0, |s| {
+        s.services
+            .values()
+            .map(|svc| svc.load_balancer.servers.len())
+            .sum()
+    });
+    let tcp = document.tcp.as_ref().map_or(0, |s| {
+        s.services
+            .values()
+            .map(|svc| svc.load_balancer.servers.len())
+            .sum()
+    });
+    let udp = document.udp.as_ref().map_or(0, |s| {
+        s.services
+            .values()
+            .map(|svc| svc.load_balancer.servers.len())
+            .sum()
+    });
+    http + tcp + udp
+}
+
+impl State {
+    pub fn new() -> Self {
+        State::default()
+    }
+
+    /// Whether a cycle has fetched every listed object at least once.
+    pub fn is_synced(&self) -> bool {
+        self.synced
+    }
+
+    /// Changes whenever [`State::decide`] may answer differently, so the shell composes the
+    /// file only when something happened.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The fetches a listing calls for: objects whose ETag differs from the last version
+    /// processed, except those the listing already shows to be too large or stale.
+    pub fn plan(
+        &self,
+        listing: &[ObjectInfo],
+        policy: &Policy,
+        now: SystemTime,
+    ) -> Vec<FetchRequest> {
+        let mut fetches = Vec::new();
+        for info in listing {
+            let Entry::Cluster(cluster, info) = classify(info) else {
+                continue;
+            };
+            let known = self.clusters.get(&cluster);
+            let processed = known.and_then(|c| c.processed_etag.as_deref());
+            if processed.is_some_and(|etag| same_etag(etag, &info.etag)) {
+                continue;
+            }
+            if info.size > policy.max_object_bytes || is_stale(policy, now, info) {
+                continue;
+            }
+            fetches.push(FetchRequest {
+                cluster,
+                key: info.key.clone(),
+                if_none_match: processed.map(str::to_owned),
+            });
+        }
+        fetches
+    }
+
+    /// Applies one successful listing and the answers to the fetches [`State::plan`] asked for.
+    /// Returns what changed, for the logs and the metrics.
+    pub fn apply(
+        &mut self,
+        listing: &[ObjectInfo],
+        fetched: Vec<(ClusterName, FetchOutcome)>,
+        policy: &Policy,
+        now: SystemTime,
+    ) -> Vec<Event> {
+        let mut events = Vec::new();
+        let mut fetched: BTreeMap<ClusterName, FetchOutcome> = fetched.into_iter().collect();
+        let limits = Limits {
+            max_bytes: usize::try_from(policy.max_object_bytes).unwrap_or(usize::MAX),
+        };
+
+        let mut listed: BTreeMap<ClusterName, &ObjectInfo> = BTreeMap::new();
+        let mut invalid_keys = BTreeSet::new();
+        for info in listing {
+            match classify(info) {
+                Entry::Cluster(cluster, info) => {
+                    listed.insert(cluster, info);
+                }
+                Entry::Ignored => {}
+                Entry::Invalid(reason) => {
+                    if !self.reported_keys.contains(&info.key) {
+                        events.push(Event::InvalidKey {
+                            key: info.key.clone(),
+                            reason,
+                        });
+                    }
+                    invalid_keys.insert(info.key.clone());
+                }
+            }
+        }
+        // Forget keys that left the listing, so one that comes back is reported again.
+        self.reported_keys = invalid_keys;
+
+        let mut complete = true;
+        for (cluster, info) in &listed {
+            let state = self.clusters.entry(cluster.clone()).or_default();
+            if state.missing_polls > 0 {
+                state.missing_polls = 0;
+                events.push(Event::Returned {
+                    cluster: cluster.clone(),
+                });
+            }
+
+            let stale_age = age(now, info.last_modified)
+                .filter(|age| policy.stale_after.is_some_and(|limit| *age > limit));
+            match (stale_age, state.stale) {
+                (Some(age), false) => {
+                    state.stale = true;
+                    events.push(Event::Stale {
+                        cluster: cluster.clone(),
+                        age,
+                    });
+                }
+                (None, true) => {
+                    state.stale = false;
+                    events.push(Event::Fresh {
+                        cluster: cluster.clone(),
+                    });
+                }
+                _ => {}
+            }
+
+            let already_processed = state
+                .processed_etag
+                .as_deref()
+                .is_some_and(|etag| same_etag(etag, &info.etag));
+            if already_processed {
+                continue;
+            }
+            if info.size > policy.max_object_bytes {
+                events.push(reject(
+                    state,
+                    cluster,
+                    info,
+                    info.etag.clone(),
+                    REASON_TOO_LARGE,
+                    format!(
+                        "{} bytes, over MAX_OBJECT_BYTES ({} bytes)",
+                        info.size, policy.max_object_bytes
+                    ),
+                ));
+                continue;
+            }
+            match fetched.remove(cluster) {
+                // Deleted since the listing: the next listings decide.
+                Some(FetchOutcome::Missing) => {}
+                // Stale objects are not fetched; any other unfetched change is still unknown.
+                None => complete &= state.stale,
+                Some(FetchOutcome::Failed) => complete = false,
+                Some(FetchOutcome::NotModified) => {
+                    // The version we processed is still current; the listing's ETag is only
+                    // spelt differently. Remember it to avoid asking again.
+                    state.processed_etag = Some(info.etag.clone());
+                }
+                Some(FetchOutcome::TooLarge) => {
+                    events.push(reject(
+                        state,
+                        cluster,
+                        info,
+                        info.etag.clone(),
+                        REASON_TOO_LARGE,
+                        format!("over MAX_OBJECT_BYTES ({} bytes)", policy.max_object_bytes),
+                    ));
+                }
+                Some(FetchOutcome::Object { bytes, etag }) => {
+                    match traefik::parse_cluster_document(&bytes, &limits) {
+                        Ok(document) => {
+                            let servers = count_servers(&document);
+                            state.good = Some(GoodDocument { document, servers });
+                            state.rejection = None;
+                            state.processed_etag = Some(etag.clone());
+                            events.push(Event::Accepted {
+                                cluster: cluster.clone(),
+                                etag,
+                                servers,
+                            });
+                        }
+                        Err(error) => {
+                            let reason = error.reason();
+                            events.push(reject(
+                                state,
+                                cluster,
+                                info,
+                                etag,
+                                reason,
+                                error.to_string(),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+
+        let absent: Vec<ClusterName> = self
+            .clusters
+            .keys()
+            .filter(|c| !listed.contains_key(*c))
+            .cloned()
+            .collect();
+        for cluster in absent {
+            let Some(state) = self.clusters.get_mut(&cluster) else {
+                continue;
+            };
+            state.missing_polls = state.missing_polls.saturating_add(1);
+            if state.missing_polls >= policy.confirm_polls {
+                self.clusters.remove(&cluster);
+                events.push(Event::Removed { cluster });
+            } else {
+                events.push(Event::Missing {
+                    cluster,
+                    polls: state.missing_polls,
+                    confirm_polls: policy.confirm_polls,
+                });
+            }
+        }
+
+        let empty_polls = if listed.is_empty() {
+            self.empty_polls.saturating_add(1)
+        } else {
+            0
+        };
+        let synced = self.synced || complete;
+        if !events.is_empty() || empty_polls != self.empty_polls || synced != self.synced {
+            self.revision = self.revision.wrapping_add(1);
+        }
+        self.empty_polls = empty_polls;
+        self.synced = synced;
+        self.seen = listed.len();
+        events
+    }
+
+    /// The documents the file should hold now, or why it should stay as it is.
+    pub fn decide(&self, policy: &Policy) -> Decision {
+        if !self.synced {
+            return Decision::Hold(Hold::NotSynced);
+        }
+        if self.clusters.is_empty() && self.empty_polls < policy.confirm_polls {
+            return Decision::Hold(Hold::EmptyListing {
+                polls: self.empty_polls,
+                confirm_polls: policy.confirm_polls,
+            });
+        }
+        Decision::Publish(
+            self.published()
+                .map(|(cluster, good)| ClusterDocument {
+                    cluster: cluster.clone(),
+                    document: good.document.clone(),
+                })
+                .collect(),
+        )
+    }
+
+    fn published(&self) -> impl Iterator<Item = (&ClusterName, &GoodDocument)> {
+        self.clusters
+            .iter()
+            .filter(|(_, state)| !state.stale)
+            .filter_map(|(cluster, state)| state.good.as_ref().map(|good| (cluster, good)))
+    }
+
+    /// Records the conflicts of the latest merge; true when they differ from the previous ones
+    /// (so they are logged once per change).
+    pub fn note_conflicts(&mut self, conflicts: &[Conflict]) -> bool {
+        if self.conflicts == conflicts {
+            return false;
+        }
+        self.conflicts = conflicts.to_vec();
+        true
+    }
+
+    pub fn summary(&self) -> Summary {
+        let mut summary = Summary {
+            seen: self.seen,
+            invalid_keys: self.reported_keys.len(),
+            ..Summary::default()
+        };
+        for state in self.clusters.values() {
+            if let Some(rejection) = &state.rejection {
+                *summary.rejected.entry(rejection.reason).or_default() += 1;
+            }
+            if state.stale {
+                summary.stale += 1;
+            }
+            if state.missing_polls > 0 {
+                summary.missing += 1;
+            }
+        }
+        for (cluster, good) in self.published() {
+            summary.published += 1;
+            summary.servers.insert(cluster.clone(), good.servers);
+        }
+        summary
+    }
+}
+
+fn is_stale(policy: &Policy, now: SystemTime, info: &ObjectInfo) -> bool {
+    match (policy.stale_after, age(now, info.last_modified)) {
+        (Some(limit), Some(age)) => age > limit,
+        _ => false,
+    }
+}
+
+fn reject(
+    state: &mut ClusterState,
+    cluster: &ClusterName,
+    info: &ObjectInfo,
+    etag: String,
+    reason: &'static str,
+    detail: String,
+) -> Event {
+    state.rejection = Some(Rejection { reason });
+    state.processed_etag = Some(etag.clone());
+    Event::Rejected {
+        cluster: cluster.clone(),
+        key: info.key.clone(),
+        etag,
+        reason,
+        detail,
+        keeps_last_good: state.good.is_some(),
+    }
+}
+
+/// Reads a merged file back with the cluster parser's rules, except that pool names
+/// (`<service>.<cluster>`) are allowed: the check every file passes before it is written.
+pub fn parse_merged(bytes: &[u8]) -> Result<Document, traefik::DocumentError> {
+    traefik::parse_merged_document(bytes)
+}
+
+/// The merged file for some cluster documents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Composed {
+    pub bytes: Vec<u8>,
+    pub hash: String,
+    pub clusters: Vec<ClusterName>,
+    pub conflicts: Vec<Conflict>,
+}
+
+/// The header comment: what wrote the file and from which clusters. No timestamp, so the same
+/// inputs give the same bytes.
+pub fn header(clusters: &[ClusterName]) -> String {
+    let list = if clusters.is_empty() {
+        "none".to_owned()
+    } else {
+        clusters
+            .iter()
+            .map(ClusterName::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "Generated by ksd-syncer. Do not edit: this file is rewritten from the bucket.\n\
+         Clusters: {list}"
+    )
+}
+
+/// Merges, renders for `version`, and checks the result with the same strict parser the
+/// cluster documents went through: a file is only ever written if it reads back valid.
+pub fn compose(
+    documents: &[ClusterDocument],
+    version: TraefikVersion,
+) -> Result<Composed, traefik::DocumentError> {
+    let merged = merge::merge(documents);
+    let mut clusters: Vec<ClusterName> = documents.iter().map(|d| d.cluster.clone()).collect();
+    clusters.sort();
+    let rendered = traefik::render(&merged.document, version, &header(&clusters));
+    parse_merged(&rendered.bytes)?;
+    Ok(Composed {
+        bytes: rendered.bytes,
+        hash: rendered.hash,
+        clusters,
+        conflicts: merged.conflicts,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    const T0: Duration = Duration::from_secs(1_700_000_000);
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + T0
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            confirm_polls: 3,
+            stale_after: None,
+            max_object_bytes: 1024,
+        }
+    }
+
+    fn cluster(name: &str) -> ClusterName {
+        ClusterName::parse(name).unwrap()
+    }
+
+    fn listed(key: &str, etag: &str) -> ObjectInfo {
+        ObjectInfo {
+            key: key.to_owned(),
+            etag: format!("\"{etag}\""),
+            size: 100,
+            last_modified: Some(now()),
+        }
+    }
+
+    fn doc(service: &str, ip: &str) -> Vec<u8> {
+        format!(
+            "http:\n  services:\n    {service}:\n      loadBalancer:\n        servers:\n          - url: \"http://{ip}:80\"\n"
+        )
+        .into_bytes()
+    }
+
+    fn object(bytes: Vec<u8>, etag: &str) -> FetchOutcome {
+        FetchOutcome::Object {
+            bytes,
+            etag: format!("\"{etag}\""),
+        }
+    }
+
+    /// One cycle where every planned fetch is answered by `answer`.
+    fn cycle(
+        state: &mut State,
+        listing: &[ObjectInfo],
+        answer: impl Fn(&FetchRequest) -> FetchOutcome,
+    ) -> (Vec<FetchRequest>, Vec<Event>) {
+        let plan = state.plan(listing, &policy(), now());
+        let fetched = plan
+            .iter()
+            .map(|r| (r.cluster.clone(), answer(r)))
+            .collect();
+        let events = state.apply(listing, fetched, &policy(), now());
+        (plan, events)
+    }
+
+    fn published(state: &State) -> Vec<(String, Document)> {
+        match state.decide(&policy()) {
+            Decision::Publish(docs) => docs
+                .into_iter()
+                .map(|d| (d.cluster.to_string(), d.document))
+                .collect(),
+            Decision::Hold(hold) => panic!("held: {hold:?}"),
+        }
+    }
+
+    fn parsed(bytes: &[u8]) -> Document {
+        traefik::parse_cluster_document(bytes, &Limits::default()).unwrap()
+    }
+
+    #[test]
+    fn fetches_only_changed_etags_with_if_none_match() {
+        let mut state = State::new();
+        let listing = [listed("a.traefik.yaml", "1")];
+        let (plan, events) = cycle(&mut state, &listing, |_| {
+            object(doc("web", "10.0.0.1"), "1")
+        });
+        assert_eq!(
+            plan,
+            vec![FetchRequest {
+                cluster: cluster("a"),
+                key: "a.traefik.yaml".into(),
+                if_none_match: None,
+            }]
+        );
+        assert!(matches!(&events[..], [Event::Accepted { servers: 1, .. }]));
+
+        let revision = state.revision();
+        let (plan, events) = cycle(&mut state, &listing, |_| unreachable!());
+        assert!(plan.is_empty() && events.is_empty());
+        assert_eq!(state.revision(), revision, "an idle poll changes nothing");
+
+        let listing = [listed("a.traefik.yaml", "2")];
+        let (plan, _) = cycle(&mut state, &listing, |_| {
+            object(doc("web", "10.0.0.2"), "2")
+        });
+        assert_eq!(plan[0].if_none_match.as_deref(), Some("\"1\""));
+        assert_eq!(
+            published(&state),
+            vec![("a".into(), parsed(&doc("web", "10.0.0.2")))]
+        );
+    }
+
+    #[test]
+    fn not_modified_remembers_the_listing_etag() {
+        let mut state = State::new();
+        cycle(&mut state, &[listed("a.traefik.yaml", "1")], |_| {
+            object(doc("web", "10.0.0.1"), "1")
+        });
+        // Same object, ETag spelt differently in the listing (weak, unquoted).
+        let listing = [ObjectInfo {
+            etag: "W/1-x".into(),
+            ..listed("a.traefik.yaml", "1")
+        }];
+        let (plan, events) = cycle(&mut state, &listing, |_| FetchOutcome::NotModified);
+        assert_eq!(plan.len(), 1);
+        assert!(events.is_empty());
+        let (plan, _) = cycle(&mut state, &listing, |_| unreachable!());
+        assert!(plan.is_empty(), "asked once, not on every poll");
+        assert_eq!(published(&state).len(), 1);
+    }
+
+    #[test]
+    fn weak_and_quoted_etags_compare_equal() {
+        assert!(same_etag("\"abc\"", "abc"));
+        assert!(same_etag("W/\"abc\"", "\"abc\""));
+        assert!(!same_etag("\"abc\"", "\"abd\""));
+    }
+
+    #[test]
+    fn other_formats_are_ignored_and_garbage_keys_reported_once() {
+        let mut state = State::new();
+        let listing = [
+            listed("a.backends.yaml", "b"),
+            listed("notes.txt", "n"),
+            listed("A.traefik.yaml", "u"),
+            listed("a.traefik.yaml", "1"),
+        ];
+        let (plan, events) = cycle(&mut state, &listing, |_| {
+            object(doc("web", "10.0.0.1"), "1")
+        });
+        assert_eq!(plan.len(), 1, "{plan:?}");
+        let invalid: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::InvalidKey { key, .. } => Some(key.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(invalid, vec!["notes.txt", "A.traefik.yaml"]);
+        assert_eq!(state.summary().invalid_keys, 2);
+
+        let (_, events) = cycle(&mut state, &listing, |_| unreachable!());
+        assert!(events.is_empty(), "reported once: {events:?}");
+
+        // Gone, then back: reported again.
+        cycle(&mut state, &listing[3..], |_| unreachable!());
+        let (_, events) = cycle(&mut state, &listing, |_| unreachable!());
+        assert_eq!(events.len(), 2);
+    }
+
+    #[test]
+    fn a_rejected_version_keeps_the_last_good_one_and_is_reported_once() {
+        let mut state = State::new();
+        cycle(
+            &mut state,
+            &[listed("a.traefik.yaml", "1"), listed("b.traefik.yaml", "1")],
+            |r| object(doc(&format!("svc-{}", r.cluster), "10.0.0.1"), "1"),
+        );
+        let before = published(&state);
+
+        let listing = [listed("a.traefik.yaml", "2"), listed("b.traefik.yaml", "1")];
+        let bad = b"http:\n  routers:\n    r:\n      rule: Host(`x`)\n      service: s\n".to_vec();
+        let (plan, events) = cycle(&mut state, &listing, |_| object(bad.clone(), "2"));
+        assert_eq!(plan.len(), 1);
+        match &events[..] {
+            [
+                Event::Rejected {
+                    cluster: c,
+                    reason,
+                    keeps_last_good: true,
+                    etag,
+                    ..
+                },
+            ] => {
+                assert_eq!(c.as_str(), "a");
+                assert_eq!(*reason, "not_services_only");
+                assert_eq!(etag, "\"2\"");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            published(&state),
+            before,
+            "a keeps its last good document, b unaffected"
+        );
+        assert_eq!(
+            state.summary().rejected,
+            BTreeMap::from([("not_services_only", 1)])
+        );
+
+        let (plan, events) = cycle(&mut state, &listing, |_| unreachable!());
+        assert!(plan.is_empty() && events.is_empty(), "once per ETag");
+
+        // A fixed version replaces the rejection.
+        let listing = [listed("a.traefik.yaml", "3"), listed("b.traefik.yaml", "1")];
+        cycle(&mut state, &listing, |_| {
+            object(doc("svc-a", "10.0.0.9"), "3")
+        });
+        assert!(state.summary().rejected.is_empty());
+        assert_eq!(published(&state)[0].1, parsed(&doc("svc-a", "10.0.0.9")));
+    }
+
+    #[test]
+    fn a_first_version_that_is_rejected_publishes_nothing_for_that_cluster() {
+        let mut state = State::new();
+        let listing = [listed("a.traefik.yaml", "1"), listed("b.traefik.yaml", "1")];
+        let (_, events) = cycle(&mut state, &listing, |r| {
+            if r.cluster.as_str() == "a" {
+                object(b"{{ bad".to_vec(), "1")
+            } else {
+                object(doc("web", "10.0.0.1"), "1")
+            }
+        });
+        assert!(events.iter().any(|e| matches!(
+            e,
+            Event::Rejected {
+                reason: "template_marker",
+                keeps_last_good: false,
+                ..
+            }
+        )));
+        assert_eq!(published(&state).len(), 1);
+        assert_eq!(published(&state)[0].0, "b");
+    }
+
+    #[test]
+    fn too_large_in_the_listing_is_rejected_without_a_fetch() {
+        let mut state = State::new();
+        let big = ObjectInfo {
+            size: 2048,
+            ..listed("a.traefik.yaml", "1")
+        };
+        let (plan, events) = cycle(&mut state, std::slice::from_ref(&big), |_| unreachable!());
+        assert!(plan.is_empty());
+        assert!(matches!(
+            &events[..],
+            [Event::Rejected {
+                reason: REASON_TOO_LARGE,
+                ..
+            }]
+        ));
+        let (_, events) = cycle(&mut state, &[big], |_| unreachable!());
+        assert!(events.is_empty());
+        assert_eq!(
+            state.summary().rejected,
+            BTreeMap::from([(REASON_TOO_LARGE, 1)])
+        );
+    }
+
+    #[test]
+    fn too_large_on_fetch_and_by_the_parser_share_the_reason() {
+        let mut state = State::new();
+        let (_, events) = cycle(&mut state, &[listed("a.traefik.yaml", "1")], |_| {
+            FetchOutcome::TooLarge
+        });
+        assert!(matches!(
+            &events[..],
+            [Event::Rejected {
+                reason: REASON_TOO_LARGE,
+                ..
+            }]
+        ));
+        let (_, events) = cycle(&mut state, &[listed("a.traefik.yaml", "2")], |_| {
+            object(vec![b'#'; 2000], "2")
+        });
+        assert!(matches!(
+            &events[..],
+            [Event::Rejected {
+                reason: REASON_TOO_LARGE,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn an_absent_cluster_is_removed_only_after_confirm_polls() {
+        let mut state = State::new();
+        let both = [listed("a.traefik.yaml", "1"), listed("b.traefik.yaml", "1")];
+        cycle(&mut state, &both, |r| {
+            object(doc(&format!("svc-{}", r.cluster), "10.0.0.1"), "1")
+        });
+        let only_b = [listed("b.traefik.yaml", "1")];
+        for poll in 1..3 {
+            let (_, events) = cycle(&mut state, &only_b, |_| unreachable!());
+            assert!(matches!(&events[..], [Event::Missing { polls, .. }] if *polls == poll));
+            assert_eq!(
+                published(&state).len(),
+                2,
+                "still published after {poll} polls"
+            );
+            assert_eq!(state.summary().missing, 1);
+        }
+        let (_, events) = cycle(&mut state, &only_b, |_| unreachable!());
+        assert!(matches!(&events[..], [Event::Removed { .. }]));
+        assert_eq!(published(&state).len(), 1);
+    }
+
+    #[test]
+    fn a_cluster_that_returns_before_confirmation_stays() {
+        let mut state = State::new();
+        let listing = [listed("a.traefik.yaml", "1")];
+        cycle(&mut state, &listing, |_| {
+            object(doc("web", "10.0.0.1"), "1")
+        });
+        for _ in 0..2 {
+            cycle(&mut state, &[], |_| unreachable!());
+        }
+        let (plan, events) = cycle(&mut state, &listing, |_| unreachable!());
+        assert!(plan.is_empty(), "known ETag, no fetch");
+        assert_eq!(
+            events,
+            vec![Event::Returned {
+                cluster: cluster("a")
+            }]
+        );
+        for _ in 0..2 {
+            cycle(&mut state, &[], |_| unreachable!());
+        }
+        assert_eq!(published(&state).len(), 1, "the count restarted");
+    }
+
+    #[test]
+    fn an_empty_listing_at_start_is_held_until_confirmed() {
+        let mut state = State::new();
+        assert_eq!(state.decide(&policy()), Decision::Hold(Hold::NotSynced));
+        for polls in 1..3 {
+            cycle(&mut state, &[], |_| unreachable!());
+            assert_eq!(
+                state.decide(&policy()),
+                Decision::Hold(Hold::EmptyListing {
+                    polls,
+                    confirm_polls: 3
+                })
+            );
+        }
+        cycle(&mut state, &[], |_| unreachable!());
+        assert_eq!(state.decide(&policy()), Decision::Publish(Vec::new()));
+    }
+
+    #[test]
+    fn nothing_is_decided_before_every_listed_object_was_fetched() {
+        let mut state = State::new();
+        let listing = [listed("a.traefik.yaml", "1"), listed("b.traefik.yaml", "1")];
+        cycle(&mut state, &listing, |r| {
+            if r.cluster.as_str() == "a" {
+                FetchOutcome::Failed
+            } else {
+                object(doc("web", "10.0.0.1"), "1")
+            }
+        });
+        assert_eq!(state.decide(&policy()), Decision::Hold(Hold::NotSynced));
+        let (plan, _) = cycle(&mut state, &listing, |_| {
+            object(doc("api", "10.0.0.2"), "1")
+        });
+        assert_eq!(plan.len(), 1, "only the failed one is fetched again");
+        assert_eq!(published(&state).len(), 2);
+
+        // Once synced, a failed fetch keeps the last good document.
+        let listing = [listed("a.traefik.yaml", "2"), listed("b.traefik.yaml", "1")];
+        cycle(&mut state, &listing, |_| FetchOutcome::Failed);
+        assert_eq!(published(&state).len(), 2);
+    }
+
+    #[test]
+    fn stale_objects_are_left_out_and_come_back_when_refreshed() {
+        let policy = Policy {
+            stale_after: Some(Duration::from_secs(60)),
+            ..policy()
+        };
+        let mut state = State::new();
+        let old = |key: &str, etag: &str| ObjectInfo {
+            last_modified: Some(now() - Duration::from_secs(120)),
+            ..listed(key, etag)
+        };
+        let listing = [listed("a.traefik.yaml", "1"), old("b.traefik.yaml", "1")];
+        let plan = state.plan(&listing, &policy, now());
+        assert_eq!(plan.len(), 1, "stale objects are not fetched");
+        let fetched = vec![(cluster("a"), object(doc("web", "10.0.0.1"), "1"))];
+        let events = state.apply(&listing, fetched, &policy, now());
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Stale { cluster: c, .. } if c.as_str() == "b"))
+        );
+        let Decision::Publish(docs) = state.decide(&policy) else {
+            panic!("held")
+        };
+        assert_eq!(docs.len(), 1);
+        assert_eq!(state.summary().stale, 1);
+
+        // b is re-uploaded: fresh, fetched, published.
+        let listing = [listed("a.traefik.yaml", "1"), listed("b.traefik.yaml", "1")];
+        let plan = state.plan(&listing, &policy, now());
+        assert_eq!(plan.len(), 1);
+        let fetched = vec![(cluster("b"), object(doc("api", "10.0.0.2"), "1"))];
+        let events = state.apply(&listing, fetched, &policy, now());
+        assert!(events.contains(&Event::Fresh {
+            cluster: cluster("b")
+        }));
+        let Decision::Publish(docs) = state.decide(&policy) else {
+            panic!("held")
+        };
+        assert_eq!(docs.len(), 2);
+
+        // a goes stale with its document known: left out without a fetch, back on refresh.
+        let listing = [old("a.traefik.yaml", "1"), listed("b.traefik.yaml", "1")];
+        assert!(state.plan(&listing, &policy, now()).is_empty());
+        state.apply(&listing, Vec::new(), &policy, now());
+        let Decision::Publish(docs) = state.decide(&policy) else {
+            panic!("held")
+        };
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0].cluster.as_str(), "b");
+    }
+
+    #[test]
+    fn summary_counts_servers_per_published_cluster() {
+        let mut state = State::new();
+        let two = b"http:\n  services:\n    web:\n      loadBalancer:\n        servers:\n          - url: \"http://10.0.0.1:80\"\n          - url: \"http://10.0.0.2:80\"\ntcp:\n  services:\n    db:\n      loadBalancer:\n        servers:\n          - address: \"10.0.0.3:5432\"\n".to_vec();
+        cycle(&mut state, &[listed("a.traefik.yaml", "1")], |_| {
+            object(two.clone(), "1")
+        });
+        let summary = state.summary();
+        assert_eq!(summary.seen, 1);
+        assert_eq!(summary.published, 1);
+        assert_eq!(summary.servers, BTreeMap::from([(cluster("a"), 3)]));
+    }
+
+    #[test]
+    fn compose_is_deterministic_whatever_the_order() {
+        let a = ClusterDocument {
+            cluster: cluster("a"),
+            document: parsed(&doc("web", "10.0.0.1")),
+        };
+        let b = ClusterDocument {
+            cluster: cluster("b"),
+            document: parsed(&doc("web", "10.0.0.2")),
+        };
+        let one = compose(&[a.clone(), b.clone()], TraefikVersion::V3).unwrap();
+        let two = compose(&[b, a], TraefikVersion::V3).unwrap();
+        assert_eq!(one, two);
+        let text = String::from_utf8(one.bytes).unwrap();
+        assert!(text.starts_with("# Generated by ksd-syncer"), "{text}");
+        assert!(text.contains("# Clusters: a, b\n"), "{text}");
+        for pool in ["\"web\"", "\"web.a\"", "\"web.b\""] {
+            assert!(text.contains(pool), "{pool} missing: {text}");
+        }
+        assert_eq!(one.clusters, vec![cluster("a"), cluster("b")]);
+    }
+
+    #[test]
+    fn compose_of_nothing_is_a_comment_only_document() {
+        let composed = compose(&[], TraefikVersion::V2).unwrap();
+        let text = String::from_utf8(composed.bytes).unwrap();
+        assert!(text.lines().all(|l| l.starts_with('#')), "{text}");
+        assert!(text.contains("Clusters: none"));
+    }
+
+    #[test]
+    fn conflicts_are_noted_once_per_change() {
+        let mut state = State::new();
+        let conflict = Conflict {
+            service: "web".into(),
+            kind: merge::ConflictKind::Options,
+            winner: cluster("a"),
+            loser: cluster("b"),
+        };
+        assert!(!state.note_conflicts(&[]));
+        assert!(state.note_conflicts(std::slice::from_ref(&conflict)));
+        assert!(!state.note_conflicts(std::slice::from_ref(&conflict)));
+        assert!(state.note_conflicts(&[]));
+    }
+}

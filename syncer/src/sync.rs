@@ -1,0 +1,714 @@
+//! The I/O shell: one task that lists the prefix, fetches what [`State::plan`] asks for, applies
+//! the answers, and writes what [`State::decide`] and [`compose`] produce. Every storage call has
+//! a timeout; a failed listing changes nothing and is retried with backoff; file operations run
+//! on the blocking pool with a timeout.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use ksd_runtime::admin::{self, Health};
+use ksd_runtime::backoff::Backoff;
+use ksd_runtime::storage::{Fetched, ObjectInfo, Storage, StorageUrl};
+use ksd_shared::names::ClusterName;
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use prometheus_client::registry::Registry;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::metrics::Metrics;
+use crate::output::{Fingerprint, OutputFile};
+use crate::state::{
+    Composed, Decision, Event, FetchOutcome, FetchRequest, Hold, Policy, State, compose,
+};
+use crate::{Error, Result, Settings};
+
+/// Longest wait for one listing or one fetch.
+const STORAGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for one write of the output file.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// File events arriving within this window are handled as one.
+const COALESCE: Duration = Duration::from_millis(100);
+/// How often to try watching Traefik's directory again while it is missing.
+const REWATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// Fetches in flight at once when several clusters changed together.
+const FETCH_CONCURRENCY: usize = 4;
+/// After failed listings the next attempt waits up to this many poll intervals.
+const BACKOFF_FACTOR: u32 = 8;
+
+/// Runs the syncer until `shutdown` is cancelled (or, with `--once`, for one cycle).
+///
+/// Errors are start-up failures (storage URL, admin address) or, with `--once`, the cycle's
+/// failure; the long-running loop logs and retries everything else.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> {
+    let storage = Storage::connect(&settings.storage_url, &settings.s3)
+        .await
+        .map_err(Error::Storage)?;
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let health = Health::new();
+    info!(
+        storage = %storage.describe(),
+        output = %settings.output_path().display(),
+        traefik_version = settings.traefik_version.as_str(),
+        poll_interval = ?settings.poll_interval,
+        confirm_polls = settings.confirm_polls,
+        stale_after = ?settings.stale_after,
+        dry_run = settings.dry_run,
+        once = settings.once,
+        "ksd-syncer starting"
+    );
+
+    let mut syncer = Syncer::new(&settings, storage, metrics, health.clone());
+
+    if settings.once {
+        return syncer.once(&shutdown).await;
+    }
+
+    // The admin server stops after the loop has drained, so probes keep answering meanwhile.
+    let admin_stop = CancellationToken::new();
+    let (_, admin_task) = admin::serve(
+        settings.admin_addr,
+        Arc::new(registry),
+        health.clone(),
+        admin_stop.clone(),
+    )
+    .await
+    .map_err(Error::Admin)?;
+
+    syncer.run_loop(&settings, &shutdown).await;
+
+    health.set_shutting_down();
+    admin_stop.cancel();
+    if let Err(error) = admin_task.await {
+        warn!(%error, "admin server task ended abnormally");
+    }
+    info!("ksd-syncer stopped");
+    Ok(())
+}
+
+/// A watch of Traefik's directory, valid while the directory is the one it was set on.
+struct OutputWatch {
+    _watcher: RecommendedWatcher,
+    events: mpsc::Receiver<()>,
+    dir: PathBuf,
+    identity: (u64, u64),
+}
+
+impl OutputWatch {
+    /// False once the directory was removed or replaced: inotify watches the inode, so the
+    /// watch has to be set up again on the new one.
+    fn is_current(&self) -> bool {
+        dir_identity(&self.dir) == Some(self.identity)
+    }
+}
+
+fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// What woke the loop.
+enum Wake {
+    Shutdown,
+    Poll,
+    StorageChanged,
+    OutputChanged,
+    Rewatch,
+}
+
+/// Where the decided file goes.
+enum Sink {
+    File {
+        output: OutputFile,
+        /// What we last wrote or verified on disk.
+        on_disk: Option<OnDisk>,
+    },
+    /// `--dry-run`: standard output, each time the document changes.
+    Stdout { printed: Option<String> },
+}
+
+#[derive(Clone, Debug)]
+struct OnDisk {
+    hash: String,
+    fingerprint: Fingerprint,
+}
+
+/// What one blocking check-and-write of the output file did.
+enum Ensured {
+    /// The file is as we left it.
+    Unchanged,
+    /// The file already held the desired bytes (left by a previous run, or rewritten by
+    /// somebody with identical content).
+    Adopted(OnDisk),
+    Written {
+        on_disk: OnDisk,
+        restored: bool,
+    },
+}
+
+struct Syncer {
+    storage: Storage,
+    policy: Policy,
+    version: ksd_shared::traefik::TraefikVersion,
+    poll_interval: Duration,
+    state: State,
+    metrics: Metrics,
+    health: Health,
+    sink: Sink,
+    /// The last composed document and the state revision it was composed from.
+    desired: Option<(u64, Arc<Composed>)>,
+    backoff: Backoff,
+}
+
+/// The outcome of one cycle that got as far as a listing.
+struct CycleReport {
+    fetch_failures: usize,
+}
+
+impl Syncer {
+    fn new(settings: &Settings, storage: Storage, metrics: Metrics, health: Health) -> Self {
+        let sink = if settings.dry_run {
+            Sink::Stdout { printed: None }
+        } else {
+            let output = OutputFile::new(&settings.traefik_dir, &settings.output_file);
+            match output.remove_stale_temp_files() {
+                Ok(removed) => {
+                    for path in removed {
+                        info!(path = %path.display(), "removed a temporary file left by a previous run");
+                    }
+                }
+                // Not fatal: they are invisible to Traefik, and writing will report a broken
+                // directory anyway.
+                Err(error) => {
+                    warn!(error = %chain(&error), "cannot clean up stale temporary files")
+                }
+            }
+            Sink::File {
+                output,
+                on_disk: None,
+            }
+        };
+        let max_backoff = settings
+            .poll_interval
+            .saturating_mul(BACKOFF_FACTOR)
+            .max(settings.poll_interval);
+        Syncer {
+            storage,
+            policy: settings.policy(),
+            version: settings.traefik_version,
+            poll_interval: settings.poll_interval,
+            state: State::new(),
+            metrics,
+            health,
+            sink,
+            desired: None,
+            backoff: Backoff::new(settings.poll_interval, max_backoff),
+        }
+    }
+
+    /// `--once`: one cycle; an error if the listing or a fetch failed or nothing could be
+    /// written.
+    async fn once(&mut self, shutdown: &CancellationToken) -> Result<()> {
+        let report = self.cycle(shutdown).await?;
+        if report.fetch_failures > 0 {
+            return Err(Error::Incomplete {
+                count: report.fetch_failures,
+            });
+        }
+        Ok(())
+    }
+
+    async fn run_loop(&mut self, settings: &Settings, shutdown: &CancellationToken) {
+        // A local directory is watched so changes apply at once; the periodic listing stays as
+        // a safety net for missed events.
+        let (_storage_watcher, mut storage_events) = match &settings.storage_url {
+            StorageUrl::Local { dir } => match watch_dir(dir, |_| true) {
+                Ok((watcher, events)) => (Some(watcher), Some(events)),
+                Err(error) => {
+                    warn!(error = %chain(&error), "cannot watch the storage directory; relying on periodic listing");
+                    (None, None)
+                }
+            },
+            StorageUrl::S3 { .. } => (None, None),
+        };
+        let mut output_watch: Option<OutputWatch> = None;
+
+        let mut next_poll = Instant::now();
+        loop {
+            if output_watch
+                .as_ref()
+                .is_some_and(|watch| !watch.is_current())
+            {
+                output_watch = None;
+            }
+            if output_watch.is_none()
+                && let Some(watch) = self.watch_output()
+            {
+                output_watch = Some(watch);
+                // Whatever happened to the file while nothing watched it is found now.
+                self.check_output(true).await;
+            }
+            // The directory may be missing for a while (a volume being re-mounted): retry.
+            let rewatch = output_watch.is_none() && self.wants_output_watch();
+            let wake = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => Wake::Shutdown,
+                () = sleep_until(next_poll) => Wake::Poll,
+                Some(()) = recv(storage_events.as_mut()) => Wake::StorageChanged,
+                Some(()) = recv(output_watch.as_mut().map(|w| &mut w.events)) => Wake::OutputChanged,
+                () = tokio::time::sleep(REWATCH_INTERVAL), if rewatch => Wake::Rewatch,
+            };
+            match wake {
+                Wake::Rewatch => {}
+                Wake::Shutdown => break,
+                Wake::Poll => next_poll = Instant::now() + self.poll(shutdown).await,
+                Wake::StorageChanged => {
+                    coalesce(storage_events.as_mut()).await;
+                    debug!("storage directory changed");
+                    // A failure here is retried by the periodic listing.
+                    let _ = self.poll(shutdown).await;
+                }
+                Wake::OutputChanged => {
+                    coalesce(output_watch.as_mut().map(|w| &mut w.events)).await;
+                    self.check_output(true).await;
+                }
+            }
+        }
+        info!("shutting down");
+    }
+
+    /// Whether the output file should be watched: once there is something to guard, and
+    /// never in `--dry-run`.
+    fn wants_output_watch(&self) -> bool {
+        matches!(self.sink, Sink::File { .. }) && self.desired.is_some()
+    }
+
+    /// Watches Traefik's directory for changes to the output file (not in `--dry-run`).
+    fn watch_output(&self) -> Option<OutputWatch> {
+        let Sink::File { output, .. } = &self.sink else {
+            return None;
+        };
+        // Nothing to guard before the first decision; the directory may not exist yet.
+        self.desired.as_ref()?;
+        let dir = output.dir().to_path_buf();
+        let identity = dir_identity(&dir)?;
+        let target = output.clone();
+        let watched = dir.clone();
+        // Events on the directory itself (removed, moved away) wake the loop too, so the watch
+        // is set up again on its replacement.
+        match watch_dir(&dir, move |event| {
+            event
+                .paths
+                .iter()
+                .any(|path| target.is_target(path) || *path == watched)
+        }) {
+            Ok((watcher, events)) => Some(OutputWatch {
+                _watcher: watcher,
+                events,
+                dir,
+                identity,
+            }),
+            Err(error) => {
+                debug!(error = %chain(&error), "cannot watch the output directory yet");
+                None
+            }
+        }
+    }
+
+    /// One listing cycle, for the loop: returns the delay until the next one.
+    async fn poll(&mut self, shutdown: &CancellationToken) -> Duration {
+        match self.cycle(shutdown).await {
+            Ok(_) => {
+                self.backoff.reset();
+                self.poll_interval
+            }
+            Err(Error::Cancelled) => self.poll_interval,
+            Err(error) => {
+                let delay = self.backoff.next_delay().max(self.poll_interval);
+                warn!(error = %chain(&error), retry_in = ?delay, "sync cycle failed; nothing changed");
+                delay
+            }
+        }
+    }
+
+    /// List, fetch, apply, decide, write.
+    async fn cycle(&mut self, shutdown: &CancellationToken) -> Result<CycleReport> {
+        let listing = self.list(shutdown).await?;
+        let now = SystemTime::now();
+        let plan = self.state.plan(&listing, &self.policy, now);
+        let fetched = self.fetch(plan, shutdown).await;
+        let fetch_failures = fetched
+            .iter()
+            .filter(|(_, outcome)| *outcome == FetchOutcome::Failed)
+            .count();
+        let events = self.state.apply(&listing, fetched, &self.policy, now);
+        self.report(events);
+        self.metrics.summary(&self.state.summary());
+        self.decide()?;
+        self.publish().await?;
+        Ok(CycleReport { fetch_failures })
+    }
+
+    async fn list(&self, shutdown: &CancellationToken) -> Result<Vec<ObjectInfo>> {
+        let listing = tokio::select! {
+            () = shutdown.cancelled() => return Err(Error::Cancelled),
+            listing = timeout(STORAGE_TIMEOUT, self.storage.list()) => listing,
+        };
+        match listing {
+            Ok(Ok(listing)) => {
+                self.metrics.poll("ok");
+                Ok(listing)
+            }
+            Ok(Err(error)) => {
+                self.metrics.poll("error");
+                Err(Error::List(error))
+            }
+            Err(_) => {
+                self.metrics.poll("timeout");
+                Err(Error::ListTimeout(STORAGE_TIMEOUT))
+            }
+        }
+    }
+
+    async fn fetch(
+        &self,
+        plan: Vec<FetchRequest>,
+        shutdown: &CancellationToken,
+    ) -> Vec<(ClusterName, FetchOutcome)> {
+        let max_bytes = self.policy.max_object_bytes;
+        let fetches = futures::stream::iter(plan)
+            .map(|request| async move {
+                let outcome = tokio::select! {
+                    () = shutdown.cancelled() => FetchOutcome::Failed,
+                    outcome = self.fetch_one(&request, max_bytes) => outcome,
+                };
+                (request.cluster, outcome)
+            })
+            .buffer_unordered(FETCH_CONCURRENCY);
+        fetches.collect().await
+    }
+
+    async fn fetch_one(&self, request: &FetchRequest, max_bytes: u64) -> FetchOutcome {
+        let get =
+            self.storage
+                .get_limited(&request.key, request.if_none_match.as_deref(), max_bytes);
+        match timeout(STORAGE_TIMEOUT, get).await {
+            Ok(Ok(Fetched::Object(object))) => {
+                self.metrics.get("ok");
+                FetchOutcome::Object {
+                    bytes: object.bytes,
+                    etag: object.etag,
+                }
+            }
+            Ok(Ok(Fetched::NotModified)) => {
+                self.metrics.get("not_modified");
+                FetchOutcome::NotModified
+            }
+            Ok(Ok(Fetched::Missing)) => {
+                self.metrics.get("missing");
+                FetchOutcome::Missing
+            }
+            Ok(Err(error)) if error.is_too_large() => {
+                self.metrics.get("too_large");
+                FetchOutcome::TooLarge
+            }
+            Ok(Err(error)) => {
+                self.metrics.get("error");
+                warn!(key = %request.key, error = %chain(&error), "fetching a cluster object failed; keeping what is known");
+                FetchOutcome::Failed
+            }
+            Err(_) => {
+                self.metrics.get("timeout");
+                warn!(key = %request.key, timeout = ?STORAGE_TIMEOUT, "fetching a cluster object timed out; keeping what is known");
+                FetchOutcome::Failed
+            }
+        }
+    }
+
+    fn report(&self, events: Vec<Event>) {
+        for event in events {
+            match event {
+                Event::InvalidKey { key, reason } => {
+                    warn!(%key, %reason, "ignoring an object that is not <cluster>.traefik.yaml");
+                }
+                Event::Accepted {
+                    cluster,
+                    etag,
+                    servers,
+                } => info!(%cluster, %etag, servers, "accepted cluster document"),
+                Event::Rejected {
+                    cluster,
+                    key,
+                    etag,
+                    reason,
+                    detail,
+                    keeps_last_good,
+                } => {
+                    self.metrics.rejected(reason);
+                    warn!(%cluster, %key, %etag, reason, %detail, keeps_last_good, "rejected cluster document");
+                }
+                Event::Missing {
+                    cluster,
+                    polls,
+                    confirm_polls,
+                } => {
+                    warn!(%cluster, polls, confirm_polls, "cluster object absent from the listing; kept until confirmed")
+                }
+                Event::Returned { cluster } => {
+                    info!(%cluster, "cluster object is listed again");
+                }
+                Event::Removed { cluster } => {
+                    warn!(%cluster, "cluster object absence confirmed; cluster removed");
+                }
+                Event::Stale { cluster, age } => {
+                    warn!(%cluster, age = ?age, "cluster object is older than STALE_AFTER; cluster left out");
+                }
+                Event::Fresh { cluster } => {
+                    info!(%cluster, "cluster object refreshed; cluster included again");
+                }
+            }
+        }
+    }
+
+    /// Composes the file the state calls for, when the state changed since the last time.
+    fn decide(&mut self) -> Result<()> {
+        let revision = self.state.revision();
+        if self.desired.as_ref().is_some_and(|(r, _)| *r == revision) {
+            return Ok(());
+        }
+        let documents = match self.state.decide(&self.policy) {
+            Decision::Hold(Hold::NotSynced) => {
+                debug!("not every listed object could be fetched yet; nothing decided");
+                return Ok(());
+            }
+            Decision::Hold(Hold::EmptyListing {
+                polls,
+                confirm_polls,
+            }) => {
+                warn!(
+                    polls,
+                    confirm_polls, "the listing is empty; the file stays as it is until confirmed"
+                );
+                return Ok(());
+            }
+            Decision::Publish(documents) => documents,
+        };
+        let composed = match compose(&documents, self.version) {
+            Ok(composed) => composed,
+            Err(error) => {
+                self.metrics.write("invalid");
+                error!(error = %chain(&error), "the merged document failed validation; the file stays as it is");
+                return Err(Error::InvalidOutput(error));
+            }
+        };
+        if self.state.note_conflicts(&composed.conflicts) {
+            for conflict in &composed.conflicts {
+                warn!(conflict = ?conflict, "clusters disagree on a service's options; resolved deterministically");
+            }
+            if composed.conflicts.is_empty() {
+                info!("no more conflicts between clusters");
+            }
+        }
+        self.metrics.conflicts(composed.conflicts.len());
+        self.metrics.output_bytes(composed.bytes.len());
+        self.desired = Some((revision, Arc::new(composed)));
+        Ok(())
+    }
+
+    async fn publish(&mut self) -> Result<()> {
+        let Some((_, desired)) = self.desired.clone() else {
+            return Ok(());
+        };
+        match &mut self.sink {
+            Sink::Stdout { printed } => {
+                if printed.as_deref() != Some(desired.hash.as_str()) {
+                    // A blocking write: only `--dry-run` prints, and a slow reader should slow
+                    // the loop down rather than have documents pile up.
+                    let mut stdout = std::io::stdout().lock();
+                    stdout
+                        .write_all(&desired.bytes)
+                        .and_then(|()| stdout.flush())
+                        .map_err(Error::Stdout)?;
+                    *printed = Some(desired.hash.clone());
+                }
+                self.health.set_ready(true);
+                Ok(())
+            }
+            Sink::File { .. } => self.ensure_file(false).await,
+        }
+    }
+
+    /// Verifies the output file after a change notification; restores it if needed.
+    async fn check_output(&mut self, force_read: bool) {
+        if let Err(error) = self.ensure_file(force_read).await {
+            warn!(error = %chain(&error), "cannot restore the output file; retrying on the next poll");
+        }
+    }
+
+    /// Makes the file hold the desired bytes, writing only if it does not already.
+    async fn ensure_file(&mut self, force_read: bool) -> Result<()> {
+        let Some((_, desired)) = self.desired.clone() else {
+            return Ok(());
+        };
+        let Sink::File { output, on_disk } = &mut self.sink else {
+            return Ok(());
+        };
+        let task_output = output.clone();
+        let known = on_disk.clone();
+        let task_desired = desired.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            ensure(&task_output, &task_desired, known.as_ref(), force_read)
+        });
+        let result = match timeout(WRITE_TIMEOUT, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(Error::Blocking(join)),
+            Err(_) => Err(Error::OutputTimeout {
+                path: output.path().to_path_buf(),
+                after: WRITE_TIMEOUT,
+            }),
+        };
+        match result {
+            Ok(Ensured::Unchanged) => {}
+            Ok(Ensured::Adopted(found)) => {
+                debug!(path = %output.path().display(), "the file already holds the merged document");
+                *on_disk = Some(found);
+            }
+            Ok(Ensured::Written {
+                on_disk: written,
+                restored,
+            }) => {
+                self.metrics.written(SystemTime::now());
+                if restored {
+                    self.metrics.restored();
+                    warn!(path = %output.path().display(), "the output file was deleted or changed by someone else; restored");
+                } else {
+                    info!(
+                        path = %output.path().display(),
+                        bytes = desired.bytes.len(),
+                        clusters = ?desired.clusters.iter().map(ClusterName::as_str).collect::<Vec<_>>(),
+                        "wrote the merged document"
+                    );
+                }
+                *on_disk = Some(written);
+            }
+            Err(error) => {
+                // The state of the file is unknown now: read it again next time.
+                *on_disk = None;
+                self.metrics.write(match error {
+                    Error::OutputTimeout { .. } => "timeout",
+                    _ => "error",
+                });
+                warn!(error = %chain(&error), "writing the output file failed; the previous file is intact, retrying on the next poll");
+                return Err(error);
+            }
+        }
+        self.health.set_ready(true);
+        Ok(())
+    }
+}
+
+/// The blocking part of [`Syncer::ensure_file`]: a `stat` when the file is as we left it, a
+/// read and compare otherwise, a write only if the bytes differ.
+fn ensure(
+    output: &OutputFile,
+    desired: &Composed,
+    known: Option<&OnDisk>,
+    force_read: bool,
+) -> Result<Ensured> {
+    let ours = known.filter(|k| k.hash == desired.hash);
+    if let Some(ours) = ours
+        && !force_read
+        && output.fingerprint()? == Some(ours.fingerprint)
+    {
+        return Ok(Ensured::Unchanged);
+    }
+    if output.read()?.as_deref() == Some(desired.bytes.as_slice())
+        && let Some(fingerprint) = output.fingerprint()?
+    {
+        let found = OnDisk {
+            hash: desired.hash.clone(),
+            fingerprint,
+        };
+        return Ok(match ours {
+            Some(ours) if ours.fingerprint == fingerprint => Ensured::Unchanged,
+            _ => Ensured::Adopted(found),
+        });
+    }
+    let fingerprint = output.write_atomic(&desired.bytes)?;
+    Ok(Ensured::Written {
+        on_disk: OnDisk {
+            hash: desired.hash.clone(),
+            fingerprint,
+        },
+        restored: ours.is_some(),
+    })
+}
+
+/// A non-recursive watch of `dir` that signals (coalesced into one pending signal) every event
+/// `relevant` keeps. Opens and reads are never relevant: the syncer's own reads would wake it.
+fn watch_dir(
+    dir: &Path,
+    relevant: impl Fn(&notify::Event) -> bool + Send + 'static,
+) -> Result<(RecommendedWatcher, mpsc::Receiver<()>)> {
+    let (tx, rx) = mpsc::channel(1);
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let wake = match event {
+            Ok(event) => !is_read_only_access(&event.kind) && relevant(&event),
+            // An overflowed queue or a broken watch: check, in case something was missed.
+            Err(_) => true,
+        };
+        if wake {
+            // Full means a signal is already pending, which is all we need.
+            let _ = tx.try_send(());
+        }
+    })
+    .map_err(|source| watch_error(dir, source))?;
+    watcher
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(|source| watch_error(dir, source))?;
+    Ok((watcher, rx))
+}
+
+fn watch_error(dir: &Path, source: notify::Error) -> Error {
+    Error::Watch {
+        path: PathBuf::from(dir),
+        source,
+    }
+}
+
+fn is_read_only_access(kind: &EventKind) -> bool {
+    matches!(kind, EventKind::Access(access) if !matches!(access, AccessKind::Close(AccessMode::Write)))
+}
+
+async fn recv(rx: Option<&mut mpsc::Receiver<()>>) -> Option<()> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits out the coalescing window and drops the signals that arrived meanwhile.
+async fn coalesce(rx: Option<&mut mpsc::Receiver<()>>) {
+    tokio::time::sleep(COALESCE).await;
+    if let Some(rx) = rx {
+        while rx.try_recv().is_ok() {}
+    }
+}
+
+/// An error and its sources on one line: `a: b: c`.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
