@@ -1,9 +1,9 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use ksd_exporter::publish::ErrorChain;
 use ksd_exporter::{Args, run};
 use ksd_runtime::cli::exit_with_settings_error;
+use ksd_runtime::error_chain;
 use ksd_runtime::{shutdown, telemetry};
 
 #[tokio::main]
@@ -19,7 +19,7 @@ async fn main() -> ExitCode {
     match run(settings, shutdown::on_signals()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{}", ErrorChain(&err));
+            tracing::error!("{}", error_chain(&err));
             ExitCode::FAILURE
         }
     }

@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use ksd_runtime::admin::Health;
 use ksd_runtime::backoff::Backoff;
+use ksd_runtime::error_chain;
 use ksd_runtime::storage::{Fetched, PutCondition, PutOutcome, Storage, StorageError};
 use ksd_shared::names::ClusterName;
 use tokio::sync::watch;
@@ -290,7 +291,7 @@ pub async fn run(
                     // Already logged as an error where it was detected.
                     PublishError::Conflict { .. } => {}
                     _ => warn!(
-                        error = %ErrorChain(&err),
+                        error = %error_chain(&err),
                         retry_in = ?delay,
                         "publish failed; retrying"
                     ),
@@ -316,7 +317,7 @@ pub async fn publish_with_retries(
             Err(err) => {
                 let delay = backoff.next_delay();
                 if !matches!(err, PublishError::Conflict { .. }) {
-                    warn!(error = %ErrorChain(&err), retry_in = ?delay, attempt, "publish failed; retrying");
+                    warn!(error = %error_chain(&err), retry_in = ?delay, attempt, "publish failed; retrying");
                 }
                 tokio::select! {
                     () = shutdown.cancelled() => return Err(err),
@@ -332,26 +333,6 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Displays an error with its sources, `a: b: c`, for one-line logs. A source whose text the
-/// message so far already holds is left out (kube's errors repeat their sources' text).
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut text = self.0.to_string();
-        let mut source = self.0.source();
-        while let Some(err) = source {
-            let next = err.to_string();
-            if !text.contains(&next) {
-                text.push_str(": ");
-                text.push_str(&next);
-            }
-            source = err.source();
-        }
-        f.write_str(&text)
     }
 }
 
@@ -426,7 +407,7 @@ mod tests {
     #[test]
     fn error_chains_leave_out_repeated_sources() {
         let err = Repeating(Inner(std::io::Error::other("disk on fire")));
-        assert_eq!(ErrorChain(&err).to_string(), "outer: inner: disk on fire");
+        assert_eq!(error_chain(&err), "outer: inner: disk on fire");
     }
 
     #[tokio::test]

@@ -31,7 +31,7 @@ use crate::index::{
     slice_facts,
 };
 use crate::metrics::Metrics;
-use crate::publish::ErrorChain;
+use ksd_runtime::error_chain;
 
 /// What is watched and how the result is named and rendered.
 #[derive(Clone, Debug)]
@@ -301,7 +301,7 @@ pub async fn run<S>(
                         warn!(
                             resource,
                             namespace = %scope,
-                            error = %ErrorChain(&err),
+                            error = %error_chain(&err),
                             "watch failed; retrying with backoff"
                         );
                     }
@@ -373,7 +373,7 @@ fn publish(
         }
         Err(err) => {
             metrics.render_error();
-            error!(error = %ErrorChain(&err), "not publishing: the document is invalid");
+            error!(error = %error_chain(&err), "not publishing: the document is invalid");
         }
     }
 }

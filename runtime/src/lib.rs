@@ -17,3 +17,24 @@ pub mod cli;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+
+/// An error and its sources on one line (`dispatch failure: io error: ... refused`), for log
+/// lines: the top-level messages of the SDKs alone ("dispatch failure", "service error") say
+/// nothing useful. A source whose text the previous part already holds is left out (kube's and
+/// the AWS SDK's errors often repeat their source's message), and whitespace is collapsed.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut push = |text: String| {
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if !text.is_empty() && !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+    };
+    push(err.to_string());
+    let mut current = err.source();
+    while let Some(e) = current {
+        push(e.to_string());
+        current = e.source();
+    }
+    parts.join(": ")
+}

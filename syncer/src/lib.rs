@@ -28,10 +28,7 @@ use std::path::PathBuf;
 pub use settings::Settings;
 pub use sync::run;
 
-/// An error and its sources on one line (`a: b: c`), for log lines.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    sync::chain(error)
-}
+pub use ksd_runtime::error_chain;
 
 /// Everything that can stop the syncer or fail one of its operations.
 #[derive(Debug, thiserror::Error)]

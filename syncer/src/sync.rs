@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 use ksd_runtime::admin::{self, Health};
 use ksd_runtime::backoff::Backoff;
+use ksd_runtime::error_chain;
 use ksd_runtime::storage::{Fetched, ObjectInfo, Storage, StorageUrl};
 use ksd_shared::names::ClusterName;
 use notify::event::{AccessKind, AccessMode};
@@ -186,7 +187,7 @@ impl Syncer {
                 // Not fatal: they are invisible to Traefik, and writing will report a broken
                 // directory anyway.
                 Err(error) => {
-                    warn!(error = %chain(&error), "cannot clean up stale temporary files")
+                    warn!(error = %error_chain(&error), "cannot clean up stale temporary files")
                 }
             }
             Sink::File {
@@ -231,7 +232,7 @@ impl Syncer {
             StorageUrl::Local { dir } => match watch_dir(dir, |_| true) {
                 Ok((watcher, events)) => (Some(watcher), Some(events)),
                 Err(error) => {
-                    warn!(error = %chain(&error), "cannot watch the storage directory; relying on periodic listing");
+                    warn!(error = %error_chain(&error), "cannot watch the storage directory; relying on periodic listing");
                     (None, None)
                 }
             },
@@ -315,7 +316,7 @@ impl Syncer {
                 identity,
             }),
             Err(error) => {
-                debug!(error = %chain(&error), "cannot watch the output directory yet");
+                debug!(error = %error_chain(&error), "cannot watch the output directory yet");
                 None
             }
         }
@@ -331,7 +332,7 @@ impl Syncer {
             Err(Error::Cancelled) => self.poll_interval,
             Err(error) => {
                 let delay = self.backoff.next_delay().max(self.poll_interval);
-                warn!(error = %chain(&error), retry_in = ?delay, "sync cycle failed; nothing changed");
+                warn!(error = %error_chain(&error), retry_in = ?delay, "sync cycle failed; nothing changed");
                 delay
             }
         }
@@ -420,7 +421,7 @@ impl Syncer {
             }
             Ok(Err(error)) => {
                 self.metrics.get("error");
-                warn!(key = %request.key, error = %chain(&error), "fetching a cluster object failed; keeping what is known");
+                warn!(key = %request.key, error = %error_chain(&error), "fetching a cluster object failed; keeping what is known");
                 FetchOutcome::Failed
             }
             Err(_) => {
@@ -503,7 +504,7 @@ impl Syncer {
             Ok(composed) => composed,
             Err(error) => {
                 self.metrics.write("invalid");
-                error!(error = %chain(&error), "the merged document failed validation; the file stays as it is");
+                error!(error = %error_chain(&error), "the merged document failed validation; the file stays as it is");
                 return Err(Error::InvalidOutput(error));
             }
         };
@@ -547,7 +548,7 @@ impl Syncer {
     /// Verifies the output file after a change notification; restores it if needed.
     async fn check_output(&mut self, force_read: bool) {
         if let Err(error) = self.ensure_file(force_read).await {
-            warn!(error = %chain(&error), "cannot restore the output file; retrying on the next poll");
+            warn!(error = %error_chain(&error), "cannot restore the output file; retrying on the next poll");
         }
     }
 
@@ -604,7 +605,7 @@ impl Syncer {
                     Error::OutputTimeout { .. } => "timeout",
                     _ => "error",
                 });
-                warn!(error = %chain(&error), "writing the output file failed; the previous file is intact, retrying on the next poll");
+                warn!(error = %error_chain(&error), "writing the output file failed; the previous file is intact, retrying on the next poll");
                 return Err(error);
             }
         }
@@ -699,16 +700,4 @@ async fn coalesce(rx: Option<&mut mpsc::Receiver<()>>) {
     if let Some(rx) = rx {
         while rx.try_recv().is_ok() {}
     }
-}
-
-/// An error and its sources on one line: `a: b: c`.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -15,6 +15,7 @@ use super::{
     BoxError, ErrorClass, Fetched, Object, ObjectInfo, PutCondition, PutOutcome, S3Options,
     StorageError, StorageUrl,
 };
+use crate::error_chain;
 
 /// Used when no region is configured anywhere: MinIO and Garage accept any region, and the
 /// SDK refuses to sign without one.
@@ -408,26 +409,6 @@ fn synthetic_etag(size: u64, last_modified: Option<SystemTime>) -> String {
         .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
     format!("W/\"{size}-{nanos}\"")
-}
-
-/// An error and its sources on one line (`dispatch failure: io error: ... refused`): the SDK's
-/// top-level messages alone ("dispatch failure", "service error") say nothing useful in a log.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current = Some(err);
-    while let Some(e) = current {
-        let text = e
-            .to_string()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
-        // Some layers repeat their source's message in their own.
-        if !text.is_empty() && !parts.last().is_some_and(|last| last.contains(&text)) {
-            parts.push(text);
-        }
-        current = e.source();
-    }
-    parts.join(": ")
 }
 
 /// An SDK error reduced to what the caller and the logs need.
