@@ -20,7 +20,10 @@
 //!   `kubernetes.io/service-name` label;
 //! - an endpoint is a server when it is ready (unset counts as ready) and not terminating; its
 //!   first address is used, as kube-proxy does; duplicates across slices collapse; IPv4 and IPv6
-//!   slices both count, FQDN slices are skipped with a warning.
+//!   slices both count, FQDN slices are skipped with a warning;
+//! - only when a Service port has no such server at all, its terminating endpoints that are
+//!   still `serving` are published instead, as kube-proxy falls back to them, so the last pods of
+//!   a rollout keep draining connections instead of the Service going dark.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -154,6 +157,9 @@ pub struct SliceFacts {
     ports: Vec<(String, Option<i32>)>,
     /// First address of every ready, non-terminating endpoint, in slice order.
     addresses: Vec<IpAddr>,
+    /// First address of every terminating endpoint that is still serving: published only
+    /// when the Service port has no ready endpoint at all.
+    draining: Vec<IpAddr>,
     /// Addresses of publishable endpoints that are not IP addresses.
     invalid: Vec<String>,
 }
@@ -181,12 +187,20 @@ pub fn slice_facts(slice: &EndpointSlice) -> Option<(SliceKey, Option<SliceFacts
         .collect();
     let ip_slice = matches!(slice.address_type.as_str(), "IPv4" | "IPv6");
     let mut addresses = Vec::new();
+    let mut draining = Vec::new();
     let mut invalid = Vec::new();
     for endpoint in &slice.endpoints {
         let conditions = endpoint.conditions.as_ref();
         let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
+        // `serving` is `ready` regardless of termination; unset means "same as ready".
+        let serving = conditions.and_then(|c| c.serving).unwrap_or(ready);
         let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
-        if !ready || terminating || !ip_slice {
+        let list = match (ready && !terminating, terminating && serving) {
+            (true, _) => &mut addresses,
+            (false, true) => &mut draining,
+            (false, false) => continue,
+        };
+        if !ip_slice {
             continue;
         }
         // Addresses of one endpoint are fungible; consumers use the first (kubernetes#106267).
@@ -194,7 +208,7 @@ pub fn slice_facts(slice: &EndpointSlice) -> Option<(SliceKey, Option<SliceFacts
             continue;
         };
         match address.parse::<IpAddr>() {
-            Ok(ip) => addresses.push(ip),
+            Ok(ip) => list.push(ip),
             Err(_) => invalid.push(address.clone()),
         }
     }
@@ -205,6 +219,7 @@ pub fn slice_facts(slice: &EndpointSlice) -> Option<(SliceKey, Option<SliceFacts
             address_type: slice.address_type.clone(),
             ports,
             addresses,
+            draining,
             invalid,
         }),
     ))
@@ -640,9 +655,22 @@ fn check_port_references(
     }
 }
 
-/// The servers of one Service port: every publishable address of every slice, at the slice
-/// port of the same name.
+/// The servers of one Service port: every ready address of every slice, at the slice port of
+/// the same name; when there is none, the terminating addresses that are still serving.
 fn targets(port: &PortFacts, slices: &[(&str, &SliceFacts)]) -> BTreeSet<Target> {
+    let ready = targets_from(port, slices, |slice| &slice.addresses);
+    if ready.is_empty() {
+        targets_from(port, slices, |slice| &slice.draining)
+    } else {
+        ready
+    }
+}
+
+fn targets_from(
+    port: &PortFacts,
+    slices: &[(&str, &SliceFacts)],
+    addresses: impl Fn(&SliceFacts) -> &Vec<IpAddr>,
+) -> BTreeSet<Target> {
     let wanted = port.name.as_deref().unwrap_or("");
     let mut targets = BTreeSet::new();
     for (_, slice) in slices {
@@ -656,7 +684,7 @@ fn targets(port: &PortFacts, slices: &[(&str, &SliceFacts)]) -> BTreeSet<Target>
         else {
             continue;
         };
-        targets.extend(slice.addresses.iter().map(|ip| Target {
+        targets.extend(addresses(slice).iter().map(|ip| Target {
             ip: *ip,
             port: number,
         }));
@@ -873,6 +901,20 @@ pub(crate) mod testing {
             self.endpoint(address, Some(true), Some(true))
         }
 
+        /// Terminating, not ready, but still serving: draining its connections.
+        pub fn terminating_serving(mut self, address: &str) -> Self {
+            self.0.endpoints.push(Endpoint {
+                addresses: vec![address.to_owned()],
+                conditions: Some(EndpointConditions {
+                    ready: Some(false),
+                    serving: Some(true),
+                    terminating: Some(true),
+                }),
+                ..Endpoint::default()
+            });
+            self
+        }
+
         /// No conditions at all: counts as ready.
         pub fn bare(mut self, address: &str) -> Self {
             self.0.endpoints.push(Endpoint {
@@ -990,6 +1032,44 @@ mod tests {
             addrs(&backends[0]),
             ["10.0.0.1:80", "10.0.0.5:80"],
             "ready and unset publish; not ready and terminating do not"
+        );
+    }
+
+    #[test]
+    fn serving_terminating_endpoints_only_when_no_endpoint_is_ready() {
+        let with_ready = one_service(
+            service("ns", "web").port("http", 80).build(),
+            vec![
+                slice("ns", "web-1", "web")
+                    .port("http", 80)
+                    .ready("10.0.0.1")
+                    .terminating_serving("10.0.0.2")
+                    .build(),
+            ],
+        )
+        .0;
+        assert_eq!(addrs(&with_ready[0]), ["10.0.0.1:80"]);
+
+        let without_ready = one_service(
+            service("ns", "web").port("http", 80).build(),
+            vec![
+                slice("ns", "web-1", "web")
+                    .port("http", 80)
+                    .not_ready("10.0.0.1")
+                    .terminating_serving("10.0.0.2")
+                    .terminating("10.0.0.3")
+                    .build(),
+                slice("ns", "web-2", "web")
+                    .port("http", 80)
+                    .terminating_serving("10.0.0.4")
+                    .build(),
+            ],
+        )
+        .0;
+        assert_eq!(
+            addrs(&without_ready[0]),
+            ["10.0.0.2:80", "10.0.0.4:80"],
+            "with no ready endpoint, the serving terminating ones drain"
         );
     }
 
