@@ -1,0 +1,228 @@
+//! The real `ksd-exporter` (release build) against the testbed's API server double holding a
+//! large cluster, publishing to a `file://` directory:
+//!
+//! 1. time from start to the first publish (initial list of every Service and slice);
+//! 2. resident memory (`VmRSS`, `VmHWM`) after the first publish;
+//! 3. a stretch of small changes (one EndpointSlice every `--churn-every`), then memory again;
+//! 4. latency from one EndpointSlice change to the object holding it: the slice is written to
+//!    the server, and the object file is stat'ed every millisecond until a new version holding
+//!    the changed address appears. Reported as measured and minus `DEBOUNCE`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use ksd_bench::agents::{stop, wait_for_content};
+use ksd_bench::binaries::Agent as AgentBinary;
+use ksd_bench::procfs::{Memory, mib};
+use ksd_bench::stats::{Summary, ms, timed};
+use ksd_bench::workload::{ExporterShape, TARGET_PORT, marker_ip, server_marker};
+use ksd_testbed::apiserver::{ApiServerOptions, TestApiServer};
+use ksd_testbed::process::Agent;
+
+#[derive(Debug, Parser)]
+#[command(about = "Memory and change-to-upload latency of the ksd-exporter binary")]
+struct Args {
+    /// Services in the cluster
+    #[arg(long, default_value_t = 10_000)]
+    services: usize,
+    /// Ready endpoints per Service
+    #[arg(long, default_value_t = 10)]
+    endpoints_per_service: usize,
+    /// Namespaces the Services are spread over
+    #[arg(long, default_value_t = 100)]
+    namespaces: usize,
+    /// The exporter's DEBOUNCE
+    #[arg(long, default_value = "100ms", value_parser = ksd_shared::parse_duration)]
+    debounce: Duration,
+    /// The exporter's MAX_DELAY
+    #[arg(long, default_value = "1s", value_parser = ksd_shared::parse_duration)]
+    max_delay: Duration,
+    /// How long small changes go on before memory is read again
+    #[arg(long, default_value = "60s", value_parser = ksd_shared::parse_duration)]
+    churn: Duration,
+    /// One EndpointSlice change every this long during the churn
+    #[arg(long, default_value = "500ms", value_parser = ksd_shared::parse_duration)]
+    churn_every: Duration,
+    /// Latency samples
+    #[arg(long, default_value_t = 30)]
+    iterations: u32,
+    /// Quiet time between two latency samples
+    #[arg(long, default_value = "300ms", value_parser = ksd_shared::parse_duration)]
+    gap: Duration,
+    /// Longest wait for the first publish
+    #[arg(long, default_value = "300s", value_parser = ksd_shared::parse_duration)]
+    startup_timeout: Duration,
+}
+
+const CLUSTER: &str = "bench";
+
+fn humantime(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+/// Writes the slices of Service `index` with its first pod moved to the marker address of
+/// `generation`; returns the text that shows the change in the published object.
+fn change(
+    server: &TestApiServer,
+    shape: &ExporterShape,
+    index: usize,
+    generation: u32,
+) -> anyhow::Result<String> {
+    for slice in shape.changed_slices(index, generation) {
+        server
+            .apply_typed(&slice)
+            .context("writing an EndpointSlice")?;
+    }
+    Ok(server_marker(marker_ip(generation), TARGET_PORT))
+}
+
+fn memory_line(label: &str, memory: Memory) {
+    println!("{label:<40} {memory}");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let shape = ExporterShape {
+        namespaces: args.namespaces,
+        services: args.services.max(1),
+        endpoints_per_service: args.endpoints_per_service,
+    };
+    let binary = AgentBinary::Exporter.path()?;
+    println!("exporter-process: {}", ksd_bench::binaries::build_note());
+    println!("binary: {}", binary.display());
+    println!(
+        "state: {} Services, {} endpoints, {} namespaces; DEBOUNCE={} MAX_DELAY={}",
+        shape.services,
+        shape.endpoints(),
+        shape.namespaces,
+        humantime(args.debounce),
+        humantime(args.max_delay)
+    );
+
+    // A history long enough that the initial objects never expire while the exporter lists.
+    let server = TestApiServer::start_with(ApiServerOptions::default().history_limit(100_000))
+        .await
+        .context("starting the API server double")?;
+    let (populated, took) = timed(|| -> anyhow::Result<usize> {
+        let objects = shape.objects();
+        for service in &objects.services {
+            server.apply_typed(service).context("writing a Service")?;
+        }
+        for slice in &objects.slices {
+            server
+                .apply_typed(slice)
+                .context("writing an EndpointSlice")?;
+        }
+        Ok(objects.services.len() + objects.slices.len())
+    });
+    println!(
+        "API server double populated with {} objects in {}",
+        populated?,
+        ms(took)
+    );
+
+    let storage = tempfile::tempdir().context("a storage directory")?;
+    let object = storage.path().join(format!("{CLUSTER}.traefik.yaml"));
+    let envs: Vec<(String, String)> = [
+        ("KUBECONFIG", server.kubeconfig_path().display().to_string()),
+        ("CLUSTER_NAME", CLUSTER.to_owned()),
+        (
+            "STORAGE_URL",
+            format!("file://{}/", storage.path().display()),
+        ),
+        ("DEBOUNCE", humantime(args.debounce)),
+        ("MAX_DELAY", humantime(args.max_delay)),
+        ("ADMIN_ADDR", "127.0.0.1:0".to_owned()),
+        ("RUST_LOG", "info".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let started = Instant::now();
+    let mut agent = Agent::spawn(&binary, Vec::<String>::new(), envs, "ksd-exporter")?;
+    let pid = agent.pid();
+
+    // Nothing is published before every watcher has listed, so the first object is complete;
+    // its last Service's name proves it.
+    let last = format!("\"{}\"", shape.traefik_name(shape.services - 1));
+    let first = wait_for_content(&mut agent, &object, &last, args.startup_timeout).await?;
+    let text = std::fs::read_to_string(&object).context("reading the first object")?;
+    println!(
+        "first publish after {} (start to object): {} bytes, {} servers",
+        ms(first - started),
+        text.len(),
+        text.matches("- url: ").count()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after_first = Memory::of(pid)?;
+    memory_line("memory after the first publish:", after_first);
+
+    // Small changes: one slice at a time, each published on its own.
+    let mut generation: u32 = 0;
+    let mut peak_rss = after_first.rss_kib;
+    let churn_start = Instant::now();
+    let mut last_marker = None;
+    let mut changes = 0;
+    // VmRSS every ten seconds, to tell growth that levels off from growth that does not.
+    let mut trail = Vec::new();
+    let mut next_sample = Duration::from_secs(10);
+    while churn_start.elapsed() < args.churn {
+        generation += 1;
+        let index = (generation as usize * 7919) % shape.services;
+        last_marker = Some(change(&server, &shape, index, generation)?);
+        changes += 1;
+        tokio::time::sleep(args.churn_every).await;
+        let rss = Memory::of(pid)?.rss_kib;
+        peak_rss = peak_rss.max(rss);
+        if churn_start.elapsed() >= next_sample {
+            trail.push(format!("{}s {}", next_sample.as_secs(), mib(rss)));
+            next_sample += Duration::from_secs(10);
+        }
+    }
+    if let Some(marker) = &last_marker {
+        wait_for_content(&mut agent, &object, marker, Duration::from_secs(30)).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_churn = Memory::of(pid)?;
+    println!(
+        "churn: {changes} slice changes over {} (one every {})",
+        ms(churn_start.elapsed()),
+        ms(args.churn_every)
+    );
+    memory_line("memory after the churn:", after_churn);
+    println!(
+        "{:<40} {}",
+        "highest VmRSS sampled during the churn:",
+        mib(peak_rss)
+    );
+    println!("{:<40} {}", "VmRSS during the churn:", trail.join(", "));
+
+    // Latency: change, then watch the object for the new address.
+    let mut samples = Vec::new();
+    for _ in 0..args.iterations {
+        generation += 1;
+        let index = (generation as usize * 7919) % shape.services;
+        let changed_at = Instant::now();
+        let marker = change(&server, &shape, index, generation)?;
+        let seen = wait_for_content(&mut agent, &object, &marker, Duration::from_secs(30)).await?;
+        samples.push(seen.saturating_duration_since(changed_at));
+        tokio::time::sleep(args.gap).await;
+    }
+    let after_latency = Memory::of(pid)?;
+    memory_line("memory at the end:", after_latency);
+    if let Some(summary) = Summary::of(&samples) {
+        println!("{:<40} {summary}", "change -> new object content:");
+        println!(
+            "{:<40} {}",
+            format!("same, minus DEBOUNCE ({}):", humantime(args.debounce)),
+            summary.minus(args.debounce)
+        );
+    }
+
+    if !stop(&mut agent, Duration::from_secs(15)).await {
+        println!("note: the exporter did not stop within 15s of SIGTERM");
+    }
+    Ok(())
+}
