@@ -20,13 +20,13 @@ pub mod telemetry;
 
 /// An error and its sources on one line (`dispatch failure: io error: ... refused`), for log
 /// lines: the top-level messages of the SDKs alone ("dispatch failure", "service error") say
-/// nothing useful. A source whose text the previous part already holds is left out (kube's and
-/// the AWS SDK's errors often repeat their source's message), and whitespace is collapsed.
+/// nothing useful. A source whose text an earlier part already holds is left out (kube's and
+/// the AWS SDK's errors often repeat their sources' messages), and whitespace is collapsed.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut push = |text: String| {
         let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        if !text.is_empty() && !parts.last().is_some_and(|last| last.contains(&text)) {
+        if !text.is_empty() && !parts.iter().any(|part| part.contains(&text)) {
             parts.push(text);
         }
     };
@@ -37,4 +37,40 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
         current = e.source();
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt;
+
+    use super::error_chain;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn a_message_repeated_further_down_the_chain_is_written_once() {
+        let inner = Layer("NoSuchBucket: gone", None);
+        let middle = Layer("service error", Some(Box::new(inner)));
+        let outer = Layer(
+            "listing failed: HTTP 404 NoSuchBucket: gone",
+            Some(Box::new(middle)),
+        );
+        assert_eq!(
+            error_chain(&outer),
+            "listing failed: HTTP 404 NoSuchBucket: gone: service error"
+        );
+    }
 }
