@@ -1,8 +1,8 @@
 //! Traefik's configuration as shipped in `traefik/`.
 //!
 //! The static file must parse and point the file provider at the directory ksd-syncer writes;
-//! `dynamic/main.yml` must pass the Traefik v3 file-provider JSON Schema (SchemaStore's, in
-//! `shared/traefik-schema/`); and together with what ksd-syncer writes for the sample clusters
+//! `dynamic/main.yml` must pass the Traefik v3 file-provider JSON Schema (SchemaStore's, vendored in
+//! `checks/schemas/`); and together with what ksd-syncer writes for the sample clusters
 //! (`deploy/demo/bucket/`, merged by the real binary with `--once --dry-run`), every service a
 //! router or a composite service names must exist, and no name may be defined twice (Traefik
 //! would silently keep one of them).
@@ -26,8 +26,7 @@ const DYNAMIC_DIR: &str = "/etc/traefik/dynamic";
 const CLUSTERS: [&str; 2] = ["cluster-a", "cluster-b"];
 
 fn v3_schema() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/traefik-schema/traefik-v3-file-provider.json");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/traefik-v3-file-provider.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&text).expect("the schema is JSON")

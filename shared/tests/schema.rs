@@ -19,16 +19,15 @@ use ksd_shared::traefik::{Document, TraefikVersion, render};
 use proptest::prelude::*;
 
 fn schema_dir() -> PathBuf {
-    // CI lays the shared directory beside the repository clone.
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traefik-schema")
+    // Vendored in the repository (see checks/schemas/SOURCE.md).
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../checks/schemas")
 }
 
 fn load_validator(file: &str) -> Validator {
     let path = schema_dir().join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|error| {
         panic!(
-            "cannot read the Traefik schema {}: {error} (the tests look for it in \
-             ../../shared/traefik-schema/ relative to the ksd-shared crate)",
+            "cannot read the Traefik schema {}: {error} (vendored in checks/schemas/)",
             path.display()
         )
     });

@@ -531,7 +531,7 @@ udp:
 ";
     let b = http_doc(&[("web", &["10.1.0.1"])]);
     let schema_dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traefik-schema");
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../checks/schemas");
     for (version, prefix) in [("v3", "schema-v3/"), ("v2", "schema-v2/")] {
         put(&s3, prefix, "a.traefik.yaml", a).await;
         put(&s3, prefix, "b.traefik.yaml", b.clone()).await;
