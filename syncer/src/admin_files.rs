@@ -323,7 +323,13 @@ pub fn scan_yaml(text: &str) -> AdminNames {
     let mut child: Option<usize> = None;
     for line in text.lines() {
         let content = line.trim_start();
-        if content.is_empty() || content.starts_with('#') || content.starts_with("---") {
+        // Template actions on lines of their own (`{{ range ... }}`) say nothing about the
+        // structure around them.
+        if content.is_empty()
+            || content.starts_with('#')
+            || content.starts_with("---")
+            || content.starts_with("{{")
+        {
             continue;
         }
         let indent = line.len() - content.len();

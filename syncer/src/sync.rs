@@ -97,17 +97,21 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     // does nothing (or syncs with nobody able to see it).
     let loop_shutdown = shutdown.clone();
     let loop_settings = settings.clone();
-    let mut sync_task = tokio::spawn(async move {
-        syncer.run_loop(&loop_settings, &loop_shutdown).await;
-    });
-    let mut admin_task = admin_task;
+    let mut sync_task = fault::inject(
+        "sync-loop",
+        tokio::spawn(async move {
+            syncer.run_loop(&loop_settings, &loop_shutdown).await;
+        }),
+    );
+    let mut admin_task = fault::inject("admin-server", admin_task);
     let outcome = tokio::select! {
         joined = &mut sync_task => supervised("sync-loop", joined, &shutdown),
         joined = &mut admin_task => {
+            let outcome = supervised("admin-server", joined, &shutdown);
             // The loop is stopped too: the process is going down.
             shutdown.cancel();
             let _ = (&mut sync_task).await;
-            supervised("admin-server", joined, &shutdown)
+            outcome
         }
     };
 
@@ -121,6 +125,35 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     outcome?;
     info!("ksd-syncer stopped");
     Ok(())
+}
+
+/// Fault injection for the supervision tests: `KSD_FAULT_TASK=<task>:panic` (or `:return`) makes
+/// that task panic (or end) one second after it started, as a bug would. Unset in production;
+/// deliberately not a setting (no flag, not in `--help`).
+mod fault {
+    use std::time::Duration;
+
+    use tokio::task::JoinHandle;
+
+    pub const VARIABLE: &str = "KSD_FAULT_TASK";
+
+    pub fn inject(task: &'static str, handle: JoinHandle<()>) -> JoinHandle<()> {
+        let Ok(value) = std::env::var(VARIABLE) else {
+            return handle;
+        };
+        let Some((name, mode)) = value.split_once(':') else {
+            return handle;
+        };
+        if name != task {
+            return handle;
+        }
+        let panic = mode == "panic";
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            handle.abort();
+            assert!(!panic, "fault injected into task {task} ({VARIABLE})");
+        })
+    }
 }
 
 /// What a supervised task's end means: fine during a shutdown, fatal otherwise.
@@ -636,7 +669,7 @@ impl Syncer {
                     warn!(%cluster, "cluster object absence confirmed; cluster removed");
                 }
                 Event::Stale { cluster, age } => {
-                    warn!(%cluster, age = ?age, "cluster object is older than STALE_AFTER; cluster left out");
+                    warn!(%cluster, unchanged_for = ?age, "cluster object not seen changing for longer than STALE_AFTER (on the syncer's own clock); cluster left out");
                 }
                 Event::Fresh { cluster } => {
                     info!(%cluster, "cluster object refreshed; cluster included again");
