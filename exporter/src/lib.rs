@@ -36,7 +36,7 @@ use ksd_shared::names::ObjectFormat;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch as channel;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{error, info};
 
 pub use crate::settings::{Args, Settings};
 
@@ -74,6 +74,8 @@ pub enum Error {
     WatchEnded,
     #[error("cannot write the document to stdout")]
     Stdout(#[source] std::io::Error),
+    #[error("task {task} ended unexpectedly ({detail})")]
+    TaskEnded { task: &'static str, detail: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -179,15 +181,103 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         health.clone(),
         shutdown.clone(),
     ));
-    shutdown.cancelled().await;
+    let mut tasks = Supervised::default();
+    tasks.add("watch", fault::inject("watch", index_task));
+    tasks.add("publish", fault::inject("publish", publisher_task));
+    tasks.add("admin-server", fault::inject("admin-server", admin_task));
+    // Every task runs until the shutdown; one that ends before it, or panics, takes the
+    // process down (non-zero, naming it) so that Kubernetes restarts a zombie exporter.
+    let failed = tokio::select! {
+        () = shutdown.cancelled() => None,
+        ended = tasks.next_end() => Some(ended),
+    };
     health.set_shutting_down();
-    // The publisher finishes an upload in flight before it returns.
-    let _ = publisher_task.await;
-    let _ = index_task.await;
+    // The publisher finishes an upload in flight before it returns; the admin server stops
+    // last, so probes answer (not ready) until the end.
+    shutdown.cancel();
+    tasks.join_except("admin-server").await;
     admin_stop.cancel();
-    let _ = admin_task.await;
+    tasks.join_all().await;
+    if let Some((task, detail)) = failed {
+        error!(task, %detail, "a supervised task ended; stopping so that the process is restarted");
+        return Err(Error::TaskEnded { task, detail });
+    }
     info!("stopped");
     Ok(())
+}
+
+/// Fault injection for the supervision tests: `KSD_FAULT_TASK=<task>:panic` (or `:return`) makes
+/// that task panic (or end) one second after it started, as a bug would. Unset in production;
+/// deliberately not a setting (no flag, not in `--help`).
+mod fault {
+    use std::time::Duration;
+
+    use tokio::task::JoinHandle;
+
+    pub const VARIABLE: &str = "KSD_FAULT_TASK";
+
+    pub fn inject(task: &'static str, handle: JoinHandle<()>) -> JoinHandle<()> {
+        let Ok(value) = std::env::var(VARIABLE) else {
+            return handle;
+        };
+        let Some((name, mode)) = value.split_once(':') else {
+            return handle;
+        };
+        if name != task {
+            return handle;
+        }
+        let panic = mode == "panic";
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            handle.abort();
+            assert!(!panic, "fault injected into task {task} ({VARIABLE})");
+        })
+    }
+}
+
+/// The exporter's long-running tasks, by name.
+#[derive(Default)]
+struct Supervised {
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+}
+
+impl Supervised {
+    fn add(&mut self, name: &'static str, handle: tokio::task::JoinHandle<()>) {
+        self.tasks.push((name, handle));
+    }
+
+    /// Waits for the first task to end; returns its name and how it ended. The task is
+    /// removed. Pending forever when there is none.
+    async fn next_end(&mut self) -> (&'static str, String) {
+        if self.tasks.is_empty() {
+            return std::future::pending().await;
+        }
+        let (joined, index, _) =
+            futures::future::select_all(self.tasks.iter_mut().map(|(_, h)| h)).await;
+        let (name, _) = self.tasks.remove(index);
+        let detail = match joined {
+            Ok(()) => "returned".to_owned(),
+            Err(join) if join.is_panic() => "panicked".to_owned(),
+            Err(join) => join.to_string(),
+        };
+        (name, detail)
+    }
+
+    async fn join_except(&mut self, keep: &str) {
+        let (kept, done): (Vec<_>, Vec<_>) = std::mem::take(&mut self.tasks)
+            .into_iter()
+            .partition(|(name, _)| *name == keep);
+        for (_, handle) in done {
+            let _ = handle.await;
+        }
+        self.tasks = kept;
+    }
+
+    async fn join_all(&mut self) {
+        for (_, handle) in std::mem::take(&mut self.tasks) {
+            let _ = handle.await;
+        }
+    }
 }
 
 /// Waits for the first snapshot, which the index sends once every watcher has synced.

@@ -54,6 +54,7 @@ pub struct Metrics {
     object_warnings: Counter,
     name_collisions: Gauge,
     render_errors: Counter,
+    refused_targets: Gauge,
 }
 
 impl Metrics {
@@ -116,6 +117,11 @@ impl Metrics {
             "Documents that failed validation and were not published",
             metrics.render_errors.clone(),
         );
+        r.register(
+            "refused_endpoints",
+            "Endpoints left out of the document because their address is special-purpose (loopback, link-local, unspecified, multicast, broadcast)",
+            metrics.refused_targets.clone(),
+        );
         metrics
     }
 
@@ -167,6 +173,11 @@ impl Metrics {
 
     pub fn render_error(&self) {
         self.render_errors.inc();
+    }
+
+    /// Endpoints left out of the document by the default address policy.
+    pub fn refused_targets(&self, count: usize) {
+        self.refused_targets.set(saturating_i64(count));
     }
 }
 

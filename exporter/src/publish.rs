@@ -187,15 +187,32 @@ impl Publisher {
     }
 }
 
+/// The most the exporter reads back of the object under its own key.
+pub const READ_BACK_LIMIT: u64 = 64 * 1024 * 1024;
+
 /// Reads what the store holds under `key` into `known`.
 async fn refresh(storage: &Storage, key: &str, known: &mut Known) -> Result<(), PublishError> {
-    let fetched = storage
-        .get(key, None)
-        .await
-        .map_err(|source| PublishError::Read {
-            key: key.to_owned(),
-            source,
-        })?;
+    // Bounded: whatever someone put under our key, reading it back never holds more than this.
+    let fetched = match storage.get_limited(key, None, READ_BACK_LIMIT).await {
+        Ok(fetched) => fetched,
+        // Not something we wrote (ours are far smaller): known to exist, content unknown, so
+        // the next write replaces it.
+        Err(source) if source.is_too_large() => {
+            tracing::warn!(%key, error = %source, "the stored object is over the read-back limit; it will be replaced");
+            known.exists = true;
+            known.etag = None;
+            known.hash = None;
+            known.written_at = None;
+            known.fresh = true;
+            return Ok(());
+        }
+        Err(source) => {
+            return Err(PublishError::Read {
+                key: key.to_owned(),
+                source,
+            });
+        }
+    };
     match fetched {
         Fetched::Object(object) => {
             known.exists = true;

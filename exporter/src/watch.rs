@@ -271,6 +271,7 @@ pub async fn run<S>(
     let mut index = Index::new();
     let mut debounce = config.debounce.clone();
     let mut collisions: BTreeSet<NameCollision> = BTreeSet::new();
+    let mut refused = BTreeSet::new();
     let mut initial_sync_done = false;
     loop {
         let deadline = if initial_sync_done {
@@ -285,7 +286,7 @@ pub async fn run<S>(
             () = shutdown.cancelled() => return,
             () = sleep_until_opt(deadline) => {
                 debounce.clear();
-                publish(&mut index, &config, &metrics, &snapshots, &mut collisions);
+                publish(&mut index, &config, &metrics, &snapshots, &mut collisions, &mut refused);
             }
             item = events.next() => {
                 let Some((id, result)) = item else {
@@ -328,7 +329,7 @@ pub async fn run<S>(
                                 "initial sync complete"
                             );
                             debounce.clear();
-                            publish(&mut index, &config, &metrics, &snapshots, &mut collisions);
+                            publish(&mut index, &config, &metrics, &snapshots, &mut collisions, &mut refused);
                         }
                     }
                 }
@@ -345,6 +346,7 @@ fn publish(
     metrics: &Metrics,
     snapshots: &watch::Sender<Option<Arc<Snapshot>>>,
     logged_collisions: &mut BTreeSet<NameCollision>,
+    logged_refused: &mut BTreeSet<document::RefusedTarget>,
 ) {
     let warnings = index.refresh();
     metrics.object_warnings(warnings.len());
@@ -367,6 +369,20 @@ fn publish(
         collisions.len(),
     );
     *logged_collisions = collisions;
+    // The default address policy, before anything is published: an EndpointSlice can name any
+    // address, and loopback or link-local ones must never reach Traefik.
+    let (backends, refused) = document::apply_address_policy(backends);
+    for target in refused.difference(logged_refused) {
+        warn!(
+            cluster = %config.cluster,
+            service = %target.backend,
+            address = %target.address,
+            reason = target.reason.as_str(),
+            "left an endpoint out of the published document: {}", target.reason
+        );
+    }
+    metrics.refused_targets(refused.len());
+    *logged_refused = refused;
     match document::build(&config.cluster, &config.formats, &backends) {
         Ok(snapshot) => {
             snapshots.send_replace(Some(Arc::new(snapshot)));

@@ -6,6 +6,7 @@
 //! ETags are opaque strings compared for equality; a local directory computes its own from the
 //! content so that both backends behave alike.
 
+pub mod bounded;
 mod local;
 mod s3;
 mod url;
@@ -328,6 +329,16 @@ impl Storage {
     pub fn with_list_page_size(mut self, n: i32) -> Storage {
         if let Storage::S3(s3) = &mut self {
             s3.set_list_page_size(n);
+        }
+        self
+    }
+
+    /// Files of a local directory larger than `limit` are never read: a listing reports their
+    /// size without hashing them, and every get refuses them. No effect on S3, whose listings
+    /// carry sizes and whose gets are bounded by [`Storage::get_limited`].
+    pub fn with_max_object_bytes(mut self, limit: u64) -> Storage {
+        if let Storage::Local(local) = &mut self {
+            local.set_read_limit(limit);
         }
         self
     }

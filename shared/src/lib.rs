@@ -20,6 +20,7 @@
 pub mod backend;
 pub mod merge;
 pub mod names;
+pub mod policy;
 pub mod traefik;
 
 /// Hex SHA-256 of some bytes: how both agents tell "same content" apart from "changed".

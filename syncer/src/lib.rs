@@ -17,8 +17,11 @@
 //!
 //! [`run`] is the whole agent; `main.rs` only parses settings and installs logging.
 
+pub mod admin_files;
+pub mod guard;
 pub mod metrics;
 pub mod output;
+pub mod restore;
 pub mod settings;
 pub mod state;
 mod sync;
@@ -80,6 +83,9 @@ pub enum Error {
 
     #[error("a blocking file operation failed to complete")]
     Blocking(#[source] tokio::task::JoinError),
+
+    #[error("task {task} ended unexpectedly ({detail})")]
+    TaskEnded { task: &'static str, detail: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

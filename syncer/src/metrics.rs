@@ -46,6 +46,13 @@ pub struct Metrics {
     conflicts: Gauge,
     invalid_keys: Gauge,
     output_bytes: Gauge,
+    excluded_servers: Family<ClusterReasonLabels, Gauge>,
+    exclusions: Family<ReasonLabels, Counter>,
+    excluded_services: Gauge,
+    admin_names: Gauge,
+    admin_file_problems: Gauge,
+    held: Family<ReasonLabels, Gauge>,
+    restored_clusters: Gauge,
     /// Label values set in the last summary, so vanished ones are removed or zeroed.
     labelled: std::sync::Arc<Mutex<Labelled>>,
 }
@@ -54,6 +61,14 @@ pub struct Metrics {
 struct Labelled {
     reasons: BTreeSet<&'static str>,
     clusters: BTreeSet<String>,
+    excluded: BTreeSet<ClusterReasonLabels>,
+    held: BTreeSet<&'static str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ClusterReasonLabels {
+    pub cluster: String,
+    pub reason: &'static str,
 }
 
 impl Metrics {
@@ -135,7 +150,96 @@ impl Metrics {
             "Size of the last decided output file",
             metrics.output_bytes.clone(),
         );
+        r.register(
+            "excluded_servers",
+            "Servers left out of the file by the address policy, by cluster and reason (loopback, link_local, outside_allowed_ranges, ...)",
+            metrics.excluded_servers.clone(),
+        );
+        r.register(
+            "exclusions",
+            "Servers or services newly left out of the file, by reason (admin_name for a service the administrator's files define)",
+            metrics.exclusions.clone(),
+        );
+        r.register(
+            "excluded_services",
+            "Exported services (union or per-cluster pools) left out because the administrator's files define the name",
+            metrics.excluded_services.clone(),
+        );
+        r.register(
+            "admin_names",
+            "Service names defined by the administrator's files in TRAEFIK_DIR",
+            metrics.admin_names.clone(),
+        );
+        r.register(
+            "admin_file_problems",
+            "Administrator files in TRAEFIK_DIR that cannot be read or parsed (their names are protected as far as they can be read)",
+            metrics.admin_file_problems.clone(),
+        );
+        r.register(
+            "held",
+            "1 while the file is kept as it is instead of being replaced, by reason (not_synced, empty_listing, nothing_servable: every listed cluster stale or rejected)",
+            metrics.held.clone(),
+        );
+        r.register(
+            "restored_clusters",
+            "Clusters served from the state rebuilt from the previous run's file, not yet from a fetched object",
+            metrics.restored_clusters.clone(),
+        );
         metrics
+    }
+
+    /// The address policy's current exclusions, `(cluster, reason)` with a count each.
+    pub fn excluded(&self, servers: &[(String, &'static str)], services: usize) {
+        let mut labelled = self
+            .labelled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut counts: std::collections::BTreeMap<ClusterReasonLabels, i64> =
+            std::collections::BTreeMap::new();
+        for (cluster, reason) in servers {
+            *counts
+                .entry(ClusterReasonLabels {
+                    cluster: cluster.clone(),
+                    reason,
+                })
+                .or_default() += 1;
+        }
+        for gone in labelled.excluded.iter().filter(|l| !counts.contains_key(*l)) {
+            self.excluded_servers.remove(gone);
+        }
+        for (labels, count) in &counts {
+            self.excluded_servers.get_or_create(labels).set(*count);
+        }
+        labelled.excluded = counts.into_keys().collect();
+        self.excluded_services.set(to_i64(services));
+    }
+
+    /// A server or service newly left out.
+    pub fn exclusion(&self, reason: &'static str) {
+        self.exclusions.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn admin_files(&self, names: usize, problems: usize) {
+        self.admin_names.set(to_i64(names));
+        self.admin_file_problems.set(to_i64(problems));
+    }
+
+    /// The reason the file is held now, or `None` when it follows the state.
+    pub fn held(&self, reason: Option<&'static str>) {
+        let mut labelled = self
+            .labelled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        labelled.held.extend(reason);
+        for known in &labelled.held {
+            self.held
+                .get_or_create(&ReasonLabels { reason: known })
+                .set(i64::from(Some(*known) == reason));
+        }
+    }
+
+    pub fn restored_clusters(&self, count: usize) {
+        self.restored_clusters.set(to_i64(count));
     }
 
     pub fn poll(&self, outcome: &'static str) {

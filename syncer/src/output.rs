@@ -15,10 +15,15 @@ use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use ksd_runtime::storage::bounded::BoundedRead;
+
 use crate::Error;
 
 /// Mode of the written file: readable by Traefik whatever user it runs as, writable by us only.
 const FILE_MODE: u32 = 0o644;
+
+/// The most [`OutputFile::read`] reads of the file in place.
+pub const READ_LIMIT: u64 = 1 << 30;
 
 /// The target file and the naming of our temporary files next to it.
 #[derive(Clone, Debug)]
@@ -134,11 +139,15 @@ impl OutputFile {
         Ok(removed)
     }
 
-    /// The file's current bytes, `None` when it does not exist.
+    /// The file's current bytes, `None` when it does not exist or is nothing we could have
+    /// written (not a regular file, or over [`READ_LIMIT`]): either way it is to be replaced.
+    /// Bounded and non-blocking, so a FIFO or a huge file put in its place cannot stall a cycle.
     pub fn read(&self) -> Result<Option<Vec<u8>>, Error> {
-        match fs::read(&self.target) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        match ksd_runtime::storage::bounded::read_regular_file(&self.target, READ_LIMIT) {
+            Ok(BoundedRead::Read { bytes, .. }) => Ok(Some(bytes)),
+            Ok(BoundedRead::Missing | BoundedRead::NotRegular | BoundedRead::TooLarge { .. }) => {
+                Ok(None)
+            }
             Err(source) => Err(Error::OutputIo {
                 path: self.target.clone(),
                 step: "read",

@@ -11,6 +11,7 @@ use ksd_runtime::cli::{
 };
 use ksd_runtime::storage::{S3Options, StorageUrl};
 use ksd_runtime::telemetry::LogFormat;
+use ksd_shared::policy::{self, AddressPolicy};
 use ksd_shared::traefik::TraefikVersion;
 
 use crate::state::Policy;
@@ -56,8 +57,9 @@ pub struct Args {
     #[arg(long, env = "CONFIRM_POLLS", value_name = "N", default_value = DEFAULT_CONFIRM_POLLS)]
     pub confirm_polls: String,
 
-    /// Leave out a cluster whose object was last modified longer ago than this ("off", or a
-    /// duration such as 15m)
+    /// Leave out a cluster whose object the syncer has not seen change (new ETag or
+    /// last-modified, as the exporter's heartbeat makes) for this long, on its own clock ("off",
+    /// or a duration such as 15m). If every cluster is stale the file is kept as it is
     #[arg(long, env = "STALE_AFTER", value_name = "DURATION|off", default_value = DEFAULT_STALE_AFTER)]
     pub stale_after: String,
 
@@ -68,6 +70,17 @@ pub struct Args {
     /// Cluster documents larger than this are rejected (bytes; KiB, MiB, GiB suffixes allowed)
     #[arg(long, env = "MAX_OBJECT_BYTES", value_name = "SIZE", default_value = DEFAULT_MAX_OBJECT_BYTES)]
     pub max_object_bytes: String,
+
+    /// Pins clusters to the CIDRs they own: <cluster>=<cidr>[,<cidr>...] entries separated by
+    /// ';' (e.g. cluster-a=10.1.0.0/16,fd00:a::/64;cluster-b=10.2.0.0/16). When this or
+    /// ALLOWED_CIDRS is set, a server outside its cluster's CIDRs and ALLOWED_CIDRS is left out.
+    /// Special-purpose addresses (loopback, link-local, ...) are always left out
+    #[arg(long, env = "CLUSTER_CIDRS", value_name = "LIST", default_value = "")]
+    pub cluster_cidrs: String,
+
+    /// CIDRs every cluster may use, comma-separated (e.g. 192.0.2.0/24 for a shared range)
+    #[arg(long, env = "ALLOWED_CIDRS", value_name = "LIST", default_value = "")]
+    pub allowed_cidrs: String,
 
     #[command(flatten)]
     pub admin: AdminArgs,
@@ -97,6 +110,8 @@ pub struct Settings {
     pub stale_after: Option<Duration>,
     pub traefik_version: TraefikVersion,
     pub max_object_bytes: u64,
+    /// Which servers each cluster may point at.
+    pub address_policy: AddressPolicy,
 }
 
 impl Settings {
@@ -119,6 +134,12 @@ impl Settings {
             traefik_version: TraefikVersion::parse(&args.traefik_version)
                 .map_err(|error| SettingsError::new("TRAEFIK_VERSION", error.to_string()))?,
             max_object_bytes: parse_size("MAX_OBJECT_BYTES", &args.max_object_bytes)?,
+            address_policy: AddressPolicy::new(
+                policy::parse_cluster_cidrs(&args.cluster_cidrs)
+                    .map_err(|error| SettingsError::new("CLUSTER_CIDRS", error.to_string()))?,
+                policy::parse_cidrs(&args.allowed_cidrs)
+                    .map_err(|error| SettingsError::new("ALLOWED_CIDRS", error.to_string()))?,
+            ),
         })
     }
 
@@ -277,6 +298,22 @@ mod tests {
         assert_eq!(s.max_object_bytes, 8 * 1024 * 1024);
         assert_eq!(s.admin_addr.to_string(), "0.0.0.0:9090");
         assert!(!s.once && !s.dry_run);
+        assert!(!s.address_policy.is_pinned());
+    }
+
+    #[test]
+    fn address_ranges() {
+        let s = settings(&[
+            "--cluster-cidrs",
+            "cluster-a=10.1.0.0/16,fd00:a::/64;cluster-b=10.2.0.0/16",
+            "--allowed-cidrs",
+            "192.0.2.0/24",
+        ])
+        .unwrap();
+        let policy = &s.address_policy;
+        assert!(policy.check("cluster-a", "10.1.0.1".parse().unwrap()).is_ok());
+        assert!(policy.check("cluster-b", "10.1.0.1".parse().unwrap()).is_err());
+        assert!(policy.check("cluster-b", "192.0.2.9".parse().unwrap()).is_ok());
     }
 
     #[test]
@@ -344,6 +381,9 @@ mod tests {
             (&["--max-object-bytes", "0"], "invalid MAX_OBJECT_BYTES: "),
             (&["--storage-url", "http://x/"], "invalid STORAGE_URL: "),
             (&["--admin-addr", "nowhere"], "invalid ADMIN_ADDR: "),
+            (&["--cluster-cidrs", "10.0.0.0/8"], "invalid CLUSTER_CIDRS: "),
+            (&["--cluster-cidrs", "a=10.0.0.1/8"], "invalid CLUSTER_CIDRS: "),
+            (&["--allowed-cidrs", "10.0.0.0/40"], "invalid ALLOWED_CIDRS: "),
         ];
         for (args, prefix) in cases {
             let shown = error(args);
@@ -381,6 +421,8 @@ mod tests {
             "STALE_AFTER",
             "TRAEFIK_VERSION",
             "MAX_OBJECT_BYTES",
+            "CLUSTER_CIDRS",
+            "ALLOWED_CIDRS",
             "ADMIN_ADDR",
             "LOG_FORMAT",
         ] {

@@ -16,18 +16,29 @@
 //! - a cluster whose object is absent from the listing is removed only after
 //!   [`Policy::confirm_polls`] consecutive listings agree; an empty listing is held the same way
 //!   even when nothing is known yet (a previous run's file stays until it is confirmed);
-//! - a cluster whose object is older than [`Policy::stale_after`] is left out of the file (and
-//!   comes back when its object is refreshed);
+//! - a cluster whose object the syncer has not seen change (a new ETag or last-modified time,
+//!   as the exporter's heartbeat produces) for [`Policy::stale_after`], on the syncer's own
+//!   monotonic clock, is left out of the file and comes back when its object changes. The
+//!   store's clock is never compared with ours. A cluster first seen counts as changed then, so
+//!   right after a start every listed cluster is fresh for one `STALE_AFTER`;
+//! - the file is never replaced by one serving no cluster unless the listing itself was
+//!   confirmed empty: when every listed cluster is stale or has no good document, the decision
+//!   is [`Hold::NothingServable`] and the current file stays;
+//! - the last good document of a cluster can be seeded from the file a previous run wrote
+//!   ([`State::restore`]), so a restart while a cluster's object is invalid keeps serving it;
 //! - nothing is decided before one cycle in which every listed object could be fetched, so a
 //!   restart never publishes a partial set.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use ksd_runtime::storage::ObjectInfo;
 use ksd_shared::merge::{self, ClusterDocument, Conflict};
 use ksd_shared::names::{self, ClusterName, ObjectFormat};
+use ksd_shared::policy::AddressPolicy;
 use ksd_shared::traefik::{self, Document, Limits, TraefikVersion};
+
+use crate::guard::{self, AdminNames, Exclusion};
 
 /// Reason label of a document refused for its size before it was downloaded.
 pub const REASON_TOO_LARGE: &str = "too_large";
@@ -37,7 +48,8 @@ pub const REASON_TOO_LARGE: &str = "too_large";
 pub struct Policy {
     /// Consecutive listings without a cluster's object before the cluster is removed (>= 1).
     pub confirm_polls: u32,
-    /// Objects last modified longer ago than this are left out; `None` keeps them forever.
+    /// Clusters whose object has not changed for this long (syncer's monotonic clock) are left
+    /// out; `None` keeps them forever.
     pub stale_after: Option<Duration>,
     /// Larger cluster documents are rejected.
     pub max_object_bytes: u64,
@@ -100,7 +112,7 @@ pub enum Event {
     Returned { cluster: ClusterName },
     /// A cluster's absence was confirmed: it is forgotten.
     Removed { cluster: ClusterName },
-    /// A cluster's object is older than `STALE_AFTER`: it is left out.
+    /// A cluster's object has not changed for longer than `STALE_AFTER`: it is left out.
     Stale { cluster: ClusterName, age: Duration },
     /// A stale cluster's object was refreshed.
     Fresh { cluster: ClusterName },
@@ -113,6 +125,24 @@ pub enum Hold {
     NotSynced,
     /// The listing is empty and nothing is known: held until `confirm_polls` listings agree.
     EmptyListing { polls: u32, confirm_polls: u32 },
+    /// Clusters are listed but none has a document to serve (all stale, all rejected, or a mix):
+    /// the current file stays rather than being replaced by an empty one.
+    NothingServable {
+        listed: usize,
+        stale: usize,
+        rejected: usize,
+    },
+}
+
+impl Hold {
+    /// A short, stable label for the status metric.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Hold::NotSynced => "not_synced",
+            Hold::EmptyListing { .. } => "empty_listing",
+            Hold::NothingServable { .. } => "nothing_servable",
+        }
+    }
 }
 
 /// What the file should contain: the documents of the clusters to publish.
@@ -145,6 +175,8 @@ pub struct Summary {
 struct GoodDocument {
     document: Document,
     servers: usize,
+    /// Rebuilt from the file a previous run wrote, not fetched by this one.
+    restored: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -161,6 +193,10 @@ struct ClusterState {
     processed_etag: Option<String>,
     missing_polls: u32,
     stale: bool,
+    /// The listing's view of the object (ETag, last-modified) and when, on our monotonic
+    /// clock, it was first seen like that: staleness is measured from there.
+    seen_version: Option<(String, Option<SystemTime>)>,
+    changed_at: Option<Instant>,
 }
 
 /// Everything the syncer remembers between cycles.
@@ -199,10 +235,6 @@ fn same_etag(a: &str, b: &str) -> bool {
     bare(a) == bare(b)
 }
 
-fn age(now: SystemTime, last_modified: Option<SystemTime>) -> Option<Duration> {
-    // A clock running behind the store's gives a modification time in the future: age zero.
-    last_modified.map(|t| now.duration_since(t).unwrap_or(Duration::ZERO))
-}
 
 /// Servers in a document, all protocols.
 pub fn count_servers(document: &Document) -> usize {
@@ -232,6 +264,40 @@ impl State {
         State::default()
     }
 
+    /// Seeds the last good documents of clusters not known yet, from the file a previous run
+    /// wrote ([`crate::restore`]). A seed is served until a fetched version is accepted (and
+    /// kept if the fetched one is rejected); it never makes the state synced by itself.
+    /// Returns how many clusters were seeded.
+    pub fn restore(&mut self, documents: Vec<ClusterDocument>) -> usize {
+        let mut seeded = 0;
+        for ClusterDocument { cluster, document } in documents {
+            let state = self.clusters.entry(cluster).or_default();
+            if state.good.is_some() || state.processed_etag.is_some() {
+                continue;
+            }
+            let servers = count_servers(&document);
+            state.good = Some(GoodDocument {
+                document,
+                servers,
+                restored: true,
+            });
+            seeded += 1;
+        }
+        if seeded > 0 {
+            self.revision = self.revision.wrapping_add(1);
+        }
+        seeded
+    }
+
+    /// Clusters served from a seed of [`State::restore`], not yet from a fetched version.
+    pub fn restored_clusters(&self) -> Vec<ClusterName> {
+        self.clusters
+            .iter()
+            .filter(|(_, c)| c.good.as_ref().is_some_and(|g| g.restored))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// Whether a cycle has fetched every listed object at least once.
     pub fn is_synced(&self) -> bool {
         self.synced
@@ -244,13 +310,9 @@ impl State {
     }
 
     /// The fetches a listing calls for: objects whose ETag differs from the last version
-    /// processed, except those the listing already shows to be too large or stale.
-    pub fn plan(
-        &self,
-        listing: &[ObjectInfo],
-        policy: &Policy,
-        now: SystemTime,
-    ) -> Vec<FetchRequest> {
+    /// processed, except those the listing already shows to be too large. (An object whose
+    /// ETag changed is fresh by definition, so staleness never stops a fetch.)
+    pub fn plan(&self, listing: &[ObjectInfo], policy: &Policy) -> Vec<FetchRequest> {
         let mut fetches = Vec::new();
         for info in listing {
             let Entry::Cluster(cluster, info) = classify(info) else {
@@ -261,7 +323,7 @@ impl State {
             if processed.is_some_and(|etag| same_etag(etag, &info.etag)) {
                 continue;
             }
-            if info.size > policy.max_object_bytes || is_stale(policy, now, info) {
+            if info.size > policy.max_object_bytes {
                 continue;
             }
             fetches.push(FetchRequest {
@@ -280,7 +342,7 @@ impl State {
         listing: &[ObjectInfo],
         fetched: Vec<(ClusterName, FetchOutcome)>,
         policy: &Policy,
-        now: SystemTime,
+        now: Instant,
     ) -> Vec<Event> {
         let mut events = Vec::new();
         let mut fetched: BTreeMap<ClusterName, FetchOutcome> = fetched.into_iter().collect();
@@ -320,7 +382,14 @@ impl State {
                 });
             }
 
-            let stale_age = age(now, info.last_modified)
+            let version = (bare_etag(&info.etag).to_owned(), info.last_modified);
+            if state.seen_version.as_ref() != Some(&version) {
+                state.seen_version = Some(version);
+                state.changed_at = Some(now);
+            }
+            let stale_age = state
+                .changed_at
+                .map(|at| now.saturating_duration_since(at))
                 .filter(|age| policy.stale_after.is_some_and(|limit| *age > limit));
             match (stale_age, state.stale) {
                 (Some(age), false) => {
@@ -363,8 +432,8 @@ impl State {
             match fetched.remove(cluster) {
                 // Deleted since the listing: the next listings decide.
                 Some(FetchOutcome::Missing) => {}
-                // Stale objects are not fetched; any other unfetched change is still unknown.
-                None => complete &= state.stale,
+                // An unfetched change is still unknown.
+                None => complete = false,
                 Some(FetchOutcome::Failed) => complete = false,
                 Some(FetchOutcome::NotModified) => {
                     // The version we processed is still current; the listing's ETag is only
@@ -385,7 +454,11 @@ impl State {
                     match traefik::parse_cluster_document(&bytes, &limits) {
                         Ok(document) => {
                             let servers = count_servers(&document);
-                            state.good = Some(GoodDocument { document, servers });
+                            state.good = Some(GoodDocument {
+                                document,
+                                servers,
+                                restored: false,
+                            });
                             state.rejection = None;
                             state.processed_etag = Some(etag.clone());
                             events.push(Event::Accepted {
@@ -459,6 +532,19 @@ impl State {
                 confirm_polls: policy.confirm_polls,
             });
         }
+        // Known clusters, none servable: never an empty file by accident. Only a listing
+        // confirmed empty (every cluster removed) publishes a file serving no cluster.
+        if !self.clusters.is_empty() && self.published().next().is_none() {
+            return Decision::Hold(Hold::NothingServable {
+                listed: self.clusters.len(),
+                stale: self.clusters.values().filter(|c| c.stale).count(),
+                rejected: self
+                    .clusters
+                    .values()
+                    .filter(|c| !c.stale && c.good.is_none())
+                    .count(),
+            });
+        }
         Decision::Publish(
             self.published()
                 .map(|(cluster, good)| ClusterDocument {
@@ -511,11 +597,8 @@ impl State {
     }
 }
 
-fn is_stale(policy: &Policy, now: SystemTime, info: &ObjectInfo) -> bool {
-    match (policy.stale_after, age(now, info.last_modified)) {
-        (Some(limit), Some(age)) => age > limit,
-        _ => false,
-    }
+fn bare_etag(etag: &str) -> &str {
+    etag.trim().trim_start_matches("W/").trim_matches('"')
 }
 
 fn reject(
@@ -551,6 +634,9 @@ pub struct Composed {
     pub hash: String,
     pub clusters: Vec<ClusterName>,
     pub conflicts: Vec<Conflict>,
+    /// What the guard left out (servers refused by the address policy, services whose name the
+    /// administrator's files define), sorted.
+    pub excluded: Vec<Exclusion>,
 }
 
 /// The header comment: what wrote the file and from which clusters. No timestamp, so the same
@@ -571,13 +657,35 @@ pub fn header(clusters: &[ClusterName]) -> String {
     )
 }
 
-/// Merges, renders for `version`, and checks the result with the same strict parser the
-/// cluster documents went through: a file is only ever written if it reads back valid.
+/// [`compose_guarded`] with the default guard: the special-purpose address policy and no
+/// administrator names.
 pub fn compose(
     documents: &[ClusterDocument],
     version: TraefikVersion,
 ) -> Result<Composed, traefik::DocumentError> {
-    let merged = merge::merge(documents);
+    compose_guarded(documents, version, &Guard::default())
+}
+
+/// What [`compose_guarded`] keeps out of the file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Guard {
+    pub addresses: AddressPolicy,
+    pub admin_names: AdminNames,
+}
+
+/// Leaves out what `guard` refuses, merges, renders for `version`, and checks the result with
+/// the same strict parser the cluster documents went through: a file is only ever written if
+/// it reads back valid.
+pub fn compose_guarded(
+    documents: &[ClusterDocument],
+    version: TraefikVersion,
+    guard: &Guard,
+) -> Result<Composed, traefik::DocumentError> {
+    let mut documents = documents.to_vec();
+    let mut excluded = guard::filter_servers(&mut documents, &guard.addresses);
+    let mut merged = merge::merge(&documents);
+    excluded.extend(guard::remove_names(&mut merged.document, &guard.admin_names));
+    excluded.sort();
     let mut clusters: Vec<ClusterName> = documents.iter().map(|d| d.cluster.clone()).collect();
     clusters.sort();
     let rendered = traefik::render(&merged.document, version, &header(&clusters));
@@ -587,6 +695,7 @@ pub fn compose(
         hash: rendered.hash,
         clusters,
         conflicts: merged.conflicts,
+        excluded,
     })
 }
 
@@ -599,6 +708,12 @@ mod tests {
 
     fn now() -> SystemTime {
         SystemTime::UNIX_EPOCH + T0
+    }
+
+    /// The syncer's monotonic clock in tests: a fixed origin, moved by hand.
+    fn clock() -> Instant {
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *ORIGIN.get_or_init(Instant::now)
     }
 
     fn policy() -> Policy {
@@ -642,12 +757,12 @@ mod tests {
         listing: &[ObjectInfo],
         answer: impl Fn(&FetchRequest) -> FetchOutcome,
     ) -> (Vec<FetchRequest>, Vec<Event>) {
-        let plan = state.plan(listing, &policy(), now());
+        let plan = state.plan(listing, &policy());
         let fetched = plan
             .iter()
             .map(|r| (r.cluster.clone(), answer(r)))
             .collect();
-        let events = state.apply(listing, fetched, &policy(), now());
+        let events = state.apply(listing, fetched, &policy(), clock());
         (plan, events)
     }
 
@@ -970,55 +1085,136 @@ mod tests {
     }
 
     #[test]
-    fn stale_objects_are_left_out_and_come_back_when_refreshed() {
+    fn staleness_is_measured_on_the_syncers_own_clock() {
         let policy = Policy {
             stale_after: Some(Duration::from_secs(60)),
             ..policy()
         };
+        let at = |secs: u64| clock() + Duration::from_secs(secs);
         let mut state = State::new();
-        let old = |key: &str, etag: &str| ObjectInfo {
-            last_modified: Some(now() - Duration::from_secs(120)),
+        // An object whose last-modified is a day old (or in the future: a skewed store) is
+        // fresh when first seen: only our clock counts.
+        let skewed = |key: &str, etag: &str, modified: SystemTime| ObjectInfo {
+            last_modified: Some(modified),
             ..listed(key, etag)
         };
-        let listing = [listed("a.traefik.yaml", "1"), old("b.traefik.yaml", "1")];
-        let plan = state.plan(&listing, &policy, now());
-        assert_eq!(plan.len(), 1, "stale objects are not fetched");
-        let fetched = vec![(cluster("a"), object(doc("web", "10.0.0.1"), "1"))];
-        let events = state.apply(&listing, fetched, &policy, now());
+        let day = Duration::from_secs(86_400);
+        let listing = [
+            skewed("a.traefik.yaml", "1", now() - day),
+            skewed("b.traefik.yaml", "1", now() + day),
+        ];
+        let plan = state.plan(&listing, &policy);
+        assert_eq!(plan.len(), 2);
+        let fetched = plan
+            .iter()
+            .map(|r| (r.cluster.clone(), object(doc(&format!("s-{}", r.cluster), "10.0.0.1"), "1")))
+            .collect();
+        state.apply(&listing, fetched, &policy, at(0));
+        let Decision::Publish(docs) = state.decide(&policy) else {
+            panic!("held")
+        };
+        assert_eq!(docs.len(), 2, "both fresh whatever their timestamps");
+
+        // b's heartbeat (same ETag, new last-modified) keeps it fresh; a does not change.
+        let listing = [
+            skewed("a.traefik.yaml", "1", now() - day),
+            skewed("b.traefik.yaml", "1", now() + day + Duration::from_secs(30)),
+        ];
+        assert!(state.plan(&listing, &policy).is_empty(), "a heartbeat is not fetched");
+        let events = state.apply(&listing, Vec::new(), &policy, at(50));
+        assert!(events.is_empty(), "{events:?}");
+        let events = state.apply(&listing, Vec::new(), &policy, at(61));
         assert!(
-            events
-                .iter()
-                .any(|e| matches!(e, Event::Stale { cluster: c, .. } if c.as_str() == "b"))
+            matches!(&events[..], [Event::Stale { cluster, .. }] if cluster.as_str() == "a"),
+            "{events:?}"
         );
         let Decision::Publish(docs) = state.decide(&policy) else {
             panic!("held")
         };
         assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0].cluster.as_str(), "b");
         assert_eq!(state.summary().stale, 1);
 
-        // b is re-uploaded: fresh, fetched, published.
-        let listing = [listed("a.traefik.yaml", "1"), listed("b.traefik.yaml", "1")];
-        let plan = state.plan(&listing, &policy, now());
-        assert_eq!(plan.len(), 1);
-        let fetched = vec![(cluster("b"), object(doc("api", "10.0.0.2"), "1"))];
-        let events = state.apply(&listing, fetched, &policy, now());
+        // a's exporter comes back: a new last-modified is enough.
+        let listing = [
+            skewed("a.traefik.yaml", "1", now()),
+            skewed("b.traefik.yaml", "1", now() + day + Duration::from_secs(30)),
+        ];
+        let events = state.apply(&listing, Vec::new(), &policy, at(62));
         assert!(events.contains(&Event::Fresh {
-            cluster: cluster("b")
+            cluster: cluster("a")
         }));
-        let Decision::Publish(docs) = state.decide(&policy) else {
-            panic!("held")
-        };
-        assert_eq!(docs.len(), 2);
 
-        // a goes stale with its document known: left out without a fetch, back on refresh.
-        let listing = [old("a.traefik.yaml", "1"), listed("b.traefik.yaml", "1")];
-        assert!(state.plan(&listing, &policy, now()).is_empty());
-        state.apply(&listing, Vec::new(), &policy, now());
-        let Decision::Publish(docs) = state.decide(&policy) else {
-            panic!("held")
-        };
-        assert_eq!(docs.len(), 1);
-        assert_eq!(docs[0].cluster.as_str(), "b");
+        // Both silent for longer than STALE_AFTER: the file stays as it is.
+        let events = state.apply(&listing, Vec::new(), &policy, at(200));
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(
+            state.decide(&policy),
+            Decision::Hold(Hold::NothingServable {
+                listed: 2,
+                stale: 2,
+                rejected: 0
+            })
+        );
+    }
+
+    #[test]
+    fn all_rejected_holds_the_file_but_a_confirmed_empty_listing_empties_it() {
+        let mut state = State::new();
+        let listing = [listed("a.traefik.yaml", "1")];
+        cycle(&mut state, &listing, |_| object(b"{{ bad".to_vec(), "1"));
+        assert_eq!(
+            state.decide(&policy()),
+            Decision::Hold(Hold::NothingServable {
+                listed: 1,
+                stale: 0,
+                rejected: 1
+            })
+        );
+        for _ in 0..3 {
+            cycle(&mut state, &[], |_| unreachable!());
+        }
+        assert_eq!(state.decide(&policy()), Decision::Publish(Vec::new()));
+    }
+
+    #[test]
+    fn a_restored_cluster_keeps_serving_when_its_current_object_is_rejected() {
+        let mut state = State::new();
+        let seeded = state.restore(vec![
+            ClusterDocument {
+                cluster: cluster("a"),
+                document: parsed(&doc("web", "10.0.0.1")),
+            },
+            ClusterDocument {
+                cluster: cluster("b"),
+                document: parsed(&doc("api", "10.0.0.2")),
+            },
+        ]);
+        assert_eq!(seeded, 2);
+        assert_eq!(state.decide(&policy()), Decision::Hold(Hold::NotSynced));
+        let listing = [listed("a.traefik.yaml", "1"), listed("b.traefik.yaml", "1")];
+        let (_, events) = cycle(&mut state, &listing, |r| {
+            if r.cluster.as_str() == "a" {
+                object(b"{{ bad".to_vec(), "1")
+            } else {
+                object(doc("api", "10.0.0.3"), "1")
+            }
+        });
+        assert!(events.iter().any(|e| matches!(
+            e,
+            Event::Rejected {
+                keeps_last_good: true,
+                ..
+            }
+        )));
+        assert_eq!(
+            published(&state),
+            vec![
+                ("a".into(), parsed(&doc("web", "10.0.0.1"))),
+                ("b".into(), parsed(&doc("api", "10.0.0.3")))
+            ]
+        );
+        assert_eq!(state.restored_clusters(), vec![cluster("a")]);
     }
 
     #[test]

@@ -22,10 +22,13 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::admin_files::AdminFiles;
+use crate::guard::Exclusion;
 use crate::metrics::Metrics;
 use crate::output::{Fingerprint, OutputFile};
 use crate::state::{
-    Composed, Decision, Event, FetchOutcome, FetchRequest, Hold, Policy, State, compose,
+    Composed, Decision, Event, FetchOutcome, FetchRequest, Guard, Hold, Policy, State,
+    compose_guarded,
 };
 use crate::{Error, Result, Settings};
 
@@ -41,6 +44,8 @@ const REWATCH_INTERVAL: Duration = Duration::from_secs(1);
 const FETCH_CONCURRENCY: usize = 4;
 /// After failed listings the next attempt waits up to this many poll intervals.
 const BACKOFF_FACTOR: u32 = 8;
+/// Longest wait for one rescan of the administrator's files.
+const ADMIN_SCAN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the syncer until `shutdown` is cancelled (or, with `--once`, for one cycle).
 ///
@@ -49,7 +54,9 @@ const BACKOFF_FACTOR: u32 = 8;
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> {
     let storage = Storage::connect(&settings.storage_url, &settings.s3)
         .await
-        .map_err(Error::Storage)?;
+        .map_err(Error::Storage)?
+        // A file:// store never reads more of any file than a cluster document may hold.
+        .with_max_object_bytes(settings.max_object_bytes);
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let health = Health::new();
@@ -60,12 +67,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         poll_interval = ?settings.poll_interval,
         confirm_polls = settings.confirm_polls,
         stale_after = ?settings.stale_after,
+        address_ranges_pinned = settings.address_policy.is_pinned(),
         dry_run = settings.dry_run,
         once = settings.once,
         "ksd-syncer starting"
     );
 
     let mut syncer = Syncer::new(&settings, storage, metrics, health.clone());
+    syncer.restore_from_output().await;
 
     if settings.once {
         return syncer.once(&shutdown).await;
@@ -82,15 +91,85 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     .await
     .map_err(Error::Admin)?;
 
-    syncer.run_loop(&settings, &shutdown).await;
+    // Supervised: the sync loop and the admin server run as tasks; if either ends before a
+    // shutdown was asked for, or panics, the process stops with an error naming it, so that
+    // compose or Kubernetes restarts it instead of leaving a syncer that answers probes and
+    // does nothing (or syncs with nobody able to see it).
+    let loop_shutdown = shutdown.clone();
+    let loop_settings = settings.clone();
+    let mut sync_task = fault::inject(
+        "sync-loop",
+        tokio::spawn(async move {
+            syncer.run_loop(&loop_settings, &loop_shutdown).await;
+        }),
+    );
+    let mut admin_task = fault::inject("admin-server", admin_task);
+    let outcome = tokio::select! {
+        joined = &mut sync_task => supervised("sync-loop", joined, &shutdown),
+        joined = &mut admin_task => {
+            let outcome = supervised("admin-server", joined, &shutdown);
+            // The loop is stopped too: the process is going down.
+            shutdown.cancel();
+            let _ = (&mut sync_task).await;
+            outcome
+        }
+    };
 
     health.set_shutting_down();
     admin_stop.cancel();
-    if let Err(error) = admin_task.await {
+    if !admin_task.is_finished()
+        && let Err(error) = admin_task.await
+    {
         warn!(%error, "admin server task ended abnormally");
     }
+    outcome?;
     info!("ksd-syncer stopped");
     Ok(())
+}
+
+/// Fault injection for the supervision tests: `KSD_FAULT_TASK=<task>:panic` (or `:return`) makes
+/// that task panic (or end) one second after it started, as a bug would. Unset in production;
+/// deliberately not a setting (no flag, not in `--help`).
+mod fault {
+    use std::time::Duration;
+
+    use tokio::task::JoinHandle;
+
+    pub const VARIABLE: &str = "KSD_FAULT_TASK";
+
+    pub fn inject(task: &'static str, handle: JoinHandle<()>) -> JoinHandle<()> {
+        let Ok(value) = std::env::var(VARIABLE) else {
+            return handle;
+        };
+        let Some((name, mode)) = value.split_once(':') else {
+            return handle;
+        };
+        if name != task {
+            return handle;
+        }
+        let panic = mode == "panic";
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            handle.abort();
+            assert!(!panic, "fault injected into task {task} ({VARIABLE})");
+        })
+    }
+}
+
+/// What a supervised task's end means: fine during a shutdown, fatal otherwise.
+fn supervised<T>(
+    task: &'static str,
+    joined: std::result::Result<T, tokio::task::JoinError>,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let detail = match joined {
+        Err(join) if join.is_panic() => "panicked".to_owned(),
+        Err(join) => join.to_string(),
+        Ok(_) if shutdown.is_cancelled() => return Ok(()),
+        Ok(_) => "returned".to_owned(),
+    };
+    error!(task, %detail, "a supervised task ended; stopping so that the process is restarted");
+    Err(Error::TaskEnded { task, detail })
 }
 
 /// A watch of Traefik's directory, valid while the directory is the one it was set on.
@@ -165,6 +244,20 @@ struct Syncer {
     /// The last composed document and the state revision it was composed from.
     desired: Option<(u64, Arc<Composed>)>,
     backoff: Backoff,
+    /// What no cluster may put in the file: the address policy and the administrator's names.
+    guard: Guard,
+    /// The administrator's files in TRAEFIK_DIR, rescanned every cycle.
+    admin_files: AdminFiles,
+    /// Bumped whenever the administrator's names change, so the file is composed again.
+    admin_generation: u64,
+    /// The admin generation `desired` was composed with.
+    desired_admin: u64,
+    /// The last exclusions reported, so each is logged once per change.
+    excluded: Vec<Exclusion>,
+    /// Why the file was last held, so a hold is logged once per change.
+    held: Option<Hold>,
+    traefik_dir: PathBuf,
+    output_path: PathBuf,
 }
 
 /// The outcome of one cycle that got as far as a listing.
@@ -210,8 +303,112 @@ impl Syncer {
             sink,
             desired: None,
             backoff: Backoff::new(settings.poll_interval, max_backoff),
+            guard: Guard {
+                addresses: settings.address_policy.clone(),
+                admin_names: Default::default(),
+            },
+            admin_files: AdminFiles::new(&settings.traefik_dir, &settings.output_path()),
+            admin_generation: 0,
+            desired_admin: 0,
+            excluded: Vec::new(),
+            held: None,
+            traefik_dir: settings.traefik_dir.clone(),
+            output_path: settings.output_path(),
         }
     }
+
+    /// Seeds the state with the clusters the previous run's file serves (see
+    /// [`crate::restore`]). A missing, unreadable or foreign file seeds nothing.
+    async fn restore_from_output(&mut self) {
+        // --dry-run reads it too: it prints what a real run would write.
+        let path = self.output_path.clone();
+        let limit = self.output_read_limit();
+        let read = tokio::task::spawn_blocking(move || {
+            ksd_runtime::storage::bounded::read_regular_file(&path, limit)
+        });
+        let bytes = match timeout(WRITE_TIMEOUT, read).await {
+            Ok(Ok(Ok(ksd_runtime::storage::bounded::BoundedRead::Read { bytes, .. }))) => bytes,
+            Ok(Ok(Ok(ksd_runtime::storage::bounded::BoundedRead::Missing))) => return,
+            Ok(Ok(Ok(other))) => {
+                warn!(found = ?other, "the previous output file is not a readable regular file; nothing restored");
+                return;
+            }
+            Ok(Ok(Err(error))) => {
+                warn!(%error, "cannot read the previous output file; nothing restored");
+                return;
+            }
+            Ok(Err(_)) | Err(_) => {
+                warn!("reading the previous output file did not complete; nothing restored");
+                return;
+            }
+        };
+        match crate::restore::from_merged_file(&bytes) {
+            Ok(documents) => {
+                let clusters: Vec<String> =
+                    documents.iter().map(|d| d.cluster.to_string()).collect();
+                let seeded = self.state.restore(documents);
+                if seeded > 0 {
+                    info!(clusters = ?clusters, "restored each cluster's last served pools from the previous output file");
+                }
+                self.metrics
+                    .restored_clusters(self.state.restored_clusters().len());
+            }
+            Err(error) => {
+                warn!(error = %error_chain(&error), "the previous output file does not read as ours; nothing restored");
+            }
+        }
+    }
+
+    /// The merged file holds every cluster's document twice at most (union and pool), and is
+    /// read back for restoring only: bound it well above what the clusters can produce.
+    fn output_read_limit(&self) -> u64 {
+        self.policy.max_object_bytes.saturating_mul(64).max(64 << 20)
+    }
+
+    /// Rereads the administrator's files if any changed; reports new problems.
+    async fn rescan_admin_files(&mut self) {
+        let mut files = std::mem::replace(
+            &mut self.admin_files,
+            AdminFiles::new(Path::new(""), Path::new("")),
+        );
+        let task = tokio::task::spawn_blocking(move || {
+            let scan = files.rescan();
+            (files, scan)
+        });
+        match timeout(ADMIN_SCAN_TIMEOUT, task).await {
+            Ok(Ok((files, scan))) => {
+                self.admin_files = files;
+                for problem in &scan.new_problems {
+                    warn!(
+                        path = %problem.path.display(),
+                        detail = %problem.detail,
+                        names_still_protected = problem.salvaged,
+                        "cannot fully read an administrator file in TRAEFIK_DIR; the names found in it are protected"
+                    );
+                }
+                if scan.changed {
+                    self.admin_generation = self.admin_generation.wrapping_add(1);
+                    self.guard.admin_names = self.admin_files.names().clone();
+                    debug!(
+                        names = self.guard.admin_names.len(),
+                        "the administrator's service names changed"
+                    );
+                }
+                self.metrics
+                    .admin_files(self.guard.admin_names.len(), scan.problem_files);
+            }
+            Ok(Err(_)) | Err(_) => {
+                // The scanner is lost with the task; start over with an empty cache (the names
+                // in the guard stay until a rescan succeeds).
+                self.admin_files = AdminFiles::new(&self.traefik_dir, &self.output_path);
+                warn!(
+                    timeout = ?ADMIN_SCAN_TIMEOUT,
+                    "reading the administrator's files in TRAEFIK_DIR did not complete; keeping the names known"
+                );
+            }
+        }
+    }
+
 
     /// `--once`: one cycle; an error if the listing or a fetch failed or nothing could be
     /// written.
@@ -341,8 +538,9 @@ impl Syncer {
     /// List, fetch, apply, decide, write.
     async fn cycle(&mut self, shutdown: &CancellationToken) -> Result<CycleReport> {
         let listing = self.list(shutdown).await?;
-        let now = SystemTime::now();
-        let plan = self.state.plan(&listing, &self.policy, now);
+        // Staleness is measured on our own monotonic clock, never against the store's.
+        let now = std::time::Instant::now();
+        let plan = self.state.plan(&listing, &self.policy);
         let fetched = self.fetch(plan, shutdown).await;
         let fetch_failures = fetched
             .iter()
@@ -351,6 +549,9 @@ impl Syncer {
         let events = self.state.apply(&listing, fetched, &self.policy, now);
         self.report(events);
         self.metrics.summary(&self.state.summary());
+        self.metrics
+            .restored_clusters(self.state.restored_clusters().len());
+        self.rescan_admin_files().await;
         self.decide()?;
         self.publish().await?;
         Ok(CycleReport { fetch_failures })
@@ -468,7 +669,7 @@ impl Syncer {
                     warn!(%cluster, "cluster object absence confirmed; cluster removed");
                 }
                 Event::Stale { cluster, age } => {
-                    warn!(%cluster, age = ?age, "cluster object is older than STALE_AFTER; cluster left out");
+                    warn!(%cluster, unchanged_for = ?age, "cluster object not seen changing for longer than STALE_AFTER (on the syncer's own clock); cluster left out");
                 }
                 Event::Fresh { cluster } => {
                     info!(%cluster, "cluster object refreshed; cluster included again");
@@ -480,27 +681,25 @@ impl Syncer {
     /// Composes the file the state calls for, when the state changed since the last time.
     fn decide(&mut self) -> Result<()> {
         let revision = self.state.revision();
-        if self.desired.as_ref().is_some_and(|(r, _)| *r == revision) {
+        if self
+            .desired
+            .as_ref()
+            .is_some_and(|(r, _)| *r == revision && self.desired_admin == self.admin_generation)
+        {
             return Ok(());
         }
         let documents = match self.state.decide(&self.policy) {
-            Decision::Hold(Hold::NotSynced) => {
-                debug!("not every listed object could be fetched yet; nothing decided");
-                return Ok(());
-            }
-            Decision::Hold(Hold::EmptyListing {
-                polls,
-                confirm_polls,
-            }) => {
-                warn!(
-                    polls,
-                    confirm_polls, "the listing is empty; the file stays as it is until confirmed"
-                );
+            Decision::Hold(hold) => {
+                self.hold(hold);
                 return Ok(());
             }
             Decision::Publish(documents) => documents,
         };
-        let composed = match compose(&documents, self.version) {
+        if self.held.take().is_some() {
+            info!("the file follows the clusters again");
+        }
+        self.metrics.held(None);
+        let composed = match compose_guarded(&documents, self.version, &self.guard) {
             Ok(composed) => composed,
             Err(error) => {
                 self.metrics.write("invalid");
@@ -516,10 +715,89 @@ impl Syncer {
                 info!("no more conflicts between clusters");
             }
         }
+        self.note_exclusions(&composed.excluded);
         self.metrics.conflicts(composed.conflicts.len());
         self.metrics.output_bytes(composed.bytes.len());
         self.desired = Some((revision, Arc::new(composed)));
+        self.desired_admin = self.admin_generation;
         Ok(())
+    }
+
+    /// The file stays as it is: say why, once per change, in the log and the `held` metric.
+    fn hold(&mut self, hold: Hold) {
+        self.metrics.held(Some(hold.as_str()));
+        if self.held.as_ref() == Some(&hold) {
+            return;
+        }
+        match &hold {
+            Hold::NotSynced => {
+                debug!("not every listed object could be fetched yet; nothing decided");
+            }
+            Hold::EmptyListing {
+                polls,
+                confirm_polls,
+            } => warn!(
+                polls,
+                confirm_polls, "the listing is empty; the file stays as it is until confirmed"
+            ),
+            Hold::NothingServable {
+                listed,
+                stale,
+                rejected,
+            } => error!(
+                listed,
+                stale,
+                rejected,
+                "no listed cluster has a document to serve (all stale or rejected); the file stays as it is rather than serving nothing"
+            ),
+        }
+        self.held = Some(hold);
+    }
+
+    /// Logs what the guard left out, once per change, and sets the metrics.
+    fn note_exclusions(&mut self, excluded: &[Exclusion]) {
+        let mut servers = Vec::new();
+        let mut services = 0;
+        for exclusion in excluded {
+            match exclusion {
+                Exclusion::Server {
+                    cluster, reason, ..
+                } => servers.push((cluster.to_string(), reason.as_str())),
+                Exclusion::AdminName { .. } => services += 1,
+            }
+        }
+        self.metrics.excluded(&servers, services);
+        if self.excluded.as_slice() == excluded {
+            return;
+        }
+        for exclusion in excluded {
+            if self.excluded.binary_search(exclusion).is_ok() {
+                continue;
+            }
+            self.metrics.exclusion(exclusion.reason());
+            match exclusion {
+                Exclusion::Server {
+                    cluster,
+                    kind,
+                    service,
+                    server,
+                    reason,
+                } => warn!(
+                    %cluster,
+                    kind = kind.as_str(),
+                    %service,
+                    %server,
+                    reason = reason.as_str(),
+                    "left a server out of the file: {reason}"
+                ),
+                Exclusion::AdminName { kind, service } => warn!(
+                    kind = kind.as_str(),
+                    %service,
+                    "left an exported service out of the file: the administrator's files in TRAEFIK_DIR define this name"
+                ),
+            }
+        }
+        self.excluded = excluded.to_vec();
     }
 
     async fn publish(&mut self) -> Result<()> {

@@ -826,7 +826,7 @@ async fn stale_after_leaves_out_clusters_whose_object_is_not_refreshed() {
     };
     syncer.wait_clusters("a").await;
     assert_eq!(syncer.metric("ksd_syncer_clusters_stale").await, 1.0);
-    assert!(syncer.log_count("older than STALE_AFTER") >= 1);
+    assert!(syncer.log_count("for longer than STALE_AFTER") >= 1);
 
     // b's exporter is back.
     put(&s3, prefix, "b.traefik.yaml", b.clone()).await;

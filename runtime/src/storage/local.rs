@@ -6,10 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::bounded::{self, BoundedRead};
 use super::{
     ErrorClass, Fetched, Object, ObjectInfo, PutCondition, PutOutcome, StorageError, StorageUrl,
 };
@@ -20,11 +21,19 @@ const LOCK_FILE: &str = ".ksd-storage.lock";
 /// names) and end in `.tmp`, never in `.yml`/`.yaml`/`.toml`.
 const TEMP_PREFIX: &str = ".ksd-";
 const TEMP_SUFFIX: &str = ".tmp";
+/// The most a listing reads of one file to compute its ETag, unless the owner sets a limit
+/// ([`crate::storage::Storage::with_max_object_bytes`]). Larger files are listed with their
+/// size and an ETag derived from their metadata, never read.
+pub const DEFAULT_READ_LIMIT: u64 = 64 * 1024 * 1024;
+/// A listing that takes longer than this (a directory of huge files on a slow disk) gives up
+/// with a timeout rather than holding a blocking thread indefinitely.
+const LIST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// A directory whose regular, visible files are the objects.
 #[derive(Debug, Clone)]
 pub struct LocalStorage {
     dir: Arc<PathBuf>,
+    read_limit: u64,
 }
 
 impl LocalStorage {
@@ -47,7 +56,15 @@ impl LocalStorage {
             ),
             source: Some(Box::new(err)),
         })?;
-        Ok(LocalStorage { dir: Arc::new(dir) })
+        Ok(LocalStorage {
+            dir: Arc::new(dir),
+            read_limit: DEFAULT_READ_LIMIT,
+        })
+    }
+
+    /// Files larger than `limit` are never read, by listings or by unlimited gets.
+    pub(super) fn set_read_limit(&mut self, limit: u64) {
+        self.read_limit = limit;
     }
 
     /// The directory holding the objects.
@@ -68,7 +85,8 @@ impl LocalStorage {
 
     pub(super) async fn list(&self) -> Result<Vec<ObjectInfo>, StorageError> {
         let dir = Arc::clone(&self.dir);
-        blocking(move || list_dir(&dir))
+        let limit = self.read_limit;
+        blocking(move || list_dir(&dir, limit))
             .await
             .map_err(|err| StorageError::List {
                 location: self.location(),
@@ -86,7 +104,8 @@ impl LocalStorage {
     ) -> Result<Fetched, StorageError> {
         let path = self.dir.join(key);
         let sidecar = self.dir.join(sidecar_name(key));
-        let result = blocking(move || read_object(&path, &sidecar, max_bytes)).await;
+        let limit = max_bytes.unwrap_or(self.read_limit).min(self.read_limit);
+        let result = blocking(move || read_object(&path, &sidecar, limit)).await;
         let read = match result {
             Ok(read) => read,
             Err(err) => {
@@ -203,7 +222,8 @@ fn same_etag(a: &str, b: &str) -> bool {
     bare(a) == bare(b)
 }
 
-fn list_dir(dir: &Path) -> io::Result<Vec<ObjectInfo>> {
+fn list_dir(dir: &Path, limit: u64) -> io::Result<Vec<ObjectInfo>> {
+    let started = std::time::Instant::now();
     let mut objects = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -213,28 +233,51 @@ fn list_dir(dir: &Path) -> io::Result<Vec<ObjectInfo>> {
         if is_ignored(&name) {
             continue;
         }
+        if started.elapsed() > LIST_DEADLINE {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("listing took longer than {LIST_DEADLINE:?}"),
+            ));
+        }
         // Follows symlinks: a ConfigMap or Secret mount is a set of links to regular files.
-        let mut file = match File::open(entry.path()) {
+        // Opened non-blocking and checked on the descriptor: a FIFO is skipped, never waited on.
+        let file = match bounded::open_nonblocking(&entry.path()) {
             Ok(file) => file,
             // Renamed or removed since read_dir saw it, or a dangling link: not an object.
             Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            // A FIFO or socket that refuses a non-blocking open: not an object.
+            Err(err) if err.raw_os_error() == Some(libc::ENXIO) => continue,
             Err(err) => return Err(err),
         };
         let meta = file.metadata()?;
-        if !meta.is_file() {
-            continue;
-        }
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
+        let (etag, size) = match bounded::read_open_file(file, limit)? {
+            BoundedRead::Read { bytes, .. } => (etag_of(&bytes), bytes.len() as u64),
+            // Never read: listed with its size (so readers refuse it without a fetch) and an
+            // ETag that changes whenever the file does.
+            BoundedRead::TooLarge { size, .. } => (metadata_etag(&meta, size), size),
+            BoundedRead::Missing | BoundedRead::NotRegular => continue,
+        };
         objects.push(ObjectInfo {
             key: name,
-            etag: etag_of(&bytes),
-            size: bytes.len() as u64,
+            etag,
+            size,
             last_modified: meta.modified().ok(),
         });
     }
     objects.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(objects)
+}
+
+/// The ETag of a file too large to hash: its identity, size and modification time.
+fn metadata_etag(meta: &fs::Metadata, size: u64) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "\"unread-{}-{}-{size}-{}.{}\"",
+        meta.dev(),
+        meta.ino(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    )
 }
 
 enum ReadOutcome {
@@ -243,47 +286,20 @@ enum ReadOutcome {
     Found(Object),
 }
 
-fn read_object(path: &Path, sidecar: &Path, max_bytes: Option<u64>) -> io::Result<ReadOutcome> {
-    let mut file = match File::open(path) {
-        Ok(file) => file,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(ReadOutcome::Missing),
-        Err(err) => return Err(err),
+fn read_object(path: &Path, sidecar: &Path, limit: u64) -> io::Result<ReadOutcome> {
+    // The size of the open file, not of the name: a rename that replaces the object after the
+    // open does not change what is read. Reads one byte past the limit to notice a file that
+    // grew in place.
+    let (bytes, modified) = match bounded::read_regular_file(path, limit)? {
+        BoundedRead::Missing | BoundedRead::NotRegular => return Ok(ReadOutcome::Missing),
+        BoundedRead::TooLarge { size, limit } => return Ok(ReadOutcome::TooLarge { size, limit }),
+        BoundedRead::Read { bytes, modified } => (bytes, modified),
     };
-    // The size of the open file, not of the name: a rename that replaces the object after
-    // this point does not change what is read.
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Ok(ReadOutcome::Missing);
-    }
-    if let Some(limit) = max_bytes
-        && meta.len() > limit
-    {
-        return Ok(ReadOutcome::TooLarge {
-            size: meta.len(),
-            limit,
-        });
-    }
-    let mut bytes = Vec::new();
-    match max_bytes {
-        // Reads one byte past the limit to notice a file that grew in place.
-        Some(limit) => {
-            file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
-            if bytes.len() as u64 > limit {
-                return Ok(ReadOutcome::TooLarge {
-                    size: bytes.len() as u64,
-                    limit,
-                });
-            }
-        }
-        None => {
-            file.read_to_end(&mut bytes)?;
-        }
-    }
     let metadata = read_sidecar(sidecar);
     Ok(ReadOutcome::Found(Object {
         etag: etag_of(&bytes),
         bytes,
-        last_modified: meta.modified().ok(),
+        last_modified: modified,
         metadata,
     }))
 }
@@ -291,7 +307,17 @@ fn read_object(path: &Path, sidecar: &Path, max_bytes: Option<u64>) -> io::Resul
 /// Metadata is informational (identity, liveness): an unreadable sidecar must not make the
 /// object itself unreadable, so it reads as "no metadata" with a warning.
 fn read_sidecar(path: &Path) -> BTreeMap<String, String> {
-    match fs::read(path) {
+    const SIDECAR_LIMIT: u64 = 64 * 1024;
+    let read = match bounded::read_regular_file(path, SIDECAR_LIMIT) {
+        Ok(BoundedRead::Read { bytes, .. }) => Ok(bytes),
+        Ok(BoundedRead::Missing) => Err(io::Error::from(io::ErrorKind::NotFound)),
+        Ok(BoundedRead::NotRegular) => Err(io::Error::other("not a regular file")),
+        Ok(BoundedRead::TooLarge { size, limit }) => Err(io::Error::other(format!(
+            "{size} bytes, over the limit of {limit}"
+        ))),
+        Err(err) => Err(err),
+    };
+    match read {
         Ok(bytes) => match serde_json::from_slice(&bytes) {
             Ok(map) => map,
             Err(err) => {

@@ -35,6 +35,8 @@ pub struct SyncerConfig {
     pub envs: Vec<(String, String)>,
     pub traefik_dir: PathBuf,
     pub args: Vec<String>,
+    /// A command the syncer runs under (`faketime -f +5h`), if any.
+    pub wrapper: Vec<String>,
 }
 
 impl SyncerConfig {
@@ -47,6 +49,7 @@ impl SyncerConfig {
             ],
             traefik_dir: traefik_dir.to_path_buf(),
             args: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 
@@ -68,18 +71,27 @@ impl SyncerConfig {
         self
     }
 
+    /// Runs the syncer as the last argument of `command` (e.g. `["faketime", "-f", "+5h"]`).
+    pub fn under(mut self, command: &[&str]) -> Self {
+        self.wrapper = command.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
     pub fn spawn(self) -> Syncer {
         let port = free_port();
         let admin: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut envs = self.envs;
         envs.push(("ADMIN_ADDR".into(), admin.to_string()));
-        let agent = Agent::spawn(
-            env!("CARGO_BIN_EXE_ksd-syncer"),
-            &self.args,
-            envs,
-            "ksd-syncer",
-        )
-        .unwrap();
+        let binary = env!("CARGO_BIN_EXE_ksd-syncer");
+        let agent = match self.wrapper.split_first() {
+            None => Agent::spawn(binary, &self.args, envs, "ksd-syncer").unwrap(),
+            Some((command, wrapper_args)) => {
+                let mut args = wrapper_args.to_vec();
+                args.push(binary.to_owned());
+                args.extend(self.args.iter().cloned());
+                Agent::spawn(command, &args, envs, "ksd-syncer").unwrap()
+            }
+        };
         Syncer {
             agent,
             admin,
