@@ -11,6 +11,7 @@
 //! - [`watch`]: the kube-runtime watchers feeding the index, with re-list buffering;
 //! - [`publish`]: the [`publish::Publisher`] that uploads conditionally (`If-Match`) with
 //!   retries and a heartbeat;
+//! - [`leader`]: leader election on a Lease, so that only one of several replicas writes;
 //! - [`metrics`]: the Prometheus metrics;
 //! - [`settings`]: clap arguments validated into [`Settings`].
 //!
@@ -22,6 +23,7 @@ pub mod annotations;
 pub mod debounce;
 pub mod document;
 pub mod index;
+pub mod leader;
 pub mod metrics;
 pub mod publish;
 pub mod settings;
@@ -173,6 +175,22 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     .await
     .map_err(Error::Admin)?;
 
+    // With leader election, every replica watches; only the Lease holder writes.
+    let (publisher, election) = match settings.leader_election.clone() {
+        Some(lease) => {
+            let (leading_tx, leading_rx) = channel::channel(false);
+            let elector = leader::Elector::new(client.clone(), lease);
+            let task = tokio::spawn(leader::run(
+                elector,
+                leading_tx,
+                metrics.clone(),
+                shutdown.clone(),
+            ));
+            (publisher.with_leadership(leading_rx), Some(task))
+        }
+        None => (publisher, None),
+    };
+
     let publisher_task = tokio::spawn(publish::run(
         publisher,
         snapshots,
@@ -183,6 +201,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     health.set_shutting_down();
     // The publisher finishes an upload in flight before it returns.
     let _ = publisher_task.await;
+    // Only then is the Lease released, so the next leader never races this one's last write.
+    if let Some(election) = election
+        && let Ok(mut elector) = election.await
+    {
+        leader::release(&mut elector).await;
+    }
     let _ = index_task.await;
     admin_stop.cancel();
     let _ = admin_task.await;

@@ -284,8 +284,9 @@ pub async fn run<S>(
             biased;
             () = shutdown.cancelled() => return,
             () = sleep_until_opt(deadline) => {
+                let first_change = debounce.first_change();
                 debounce.clear();
-                publish(&mut index, &config, &metrics, &snapshots, &mut collisions);
+                publish(&mut index, &config, &metrics, &snapshots, &mut collisions, first_change);
             }
             item = events.next() => {
                 let Some((id, result)) = item else {
@@ -328,7 +329,7 @@ pub async fn run<S>(
                                 "initial sync complete"
                             );
                             debounce.clear();
-                            publish(&mut index, &config, &metrics, &snapshots, &mut collisions);
+                            publish(&mut index, &config, &metrics, &snapshots, &mut collisions, None);
                         }
                     }
                 }
@@ -345,6 +346,7 @@ fn publish(
     metrics: &Metrics,
     snapshots: &watch::Sender<Option<Arc<Snapshot>>>,
     logged_collisions: &mut BTreeSet<NameCollision>,
+    first_change: Option<Instant>,
 ) {
     let warnings = index.refresh();
     metrics.object_warnings(warnings.len());
@@ -368,7 +370,8 @@ fn publish(
     );
     *logged_collisions = collisions;
     match document::build(&config.cluster, &config.formats, &backends) {
-        Ok(snapshot) => {
+        Ok(mut snapshot) => {
+            snapshot.first_change = first_change;
             snapshots.send_replace(Some(Arc::new(snapshot)));
         }
         Err(err) => {
