@@ -20,9 +20,9 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
+use ksd_runtime::error_chain;
 use kube::Api;
 use kube::api::PostParams;
-use ksd_runtime::error_chain;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -172,9 +172,9 @@ impl Elector {
                     Ok(Attempt::Leading)
                 }
                 // Another replica created it first.
-                Err(kube::Error::Api(status)) if status.code == 409 => Ok(Attempt::Following {
-                    holder: None,
-                }),
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    Ok(Attempt::Following { holder: None })
+                }
                 Err(source) => Err(self.err("create")(source)),
             };
         };
@@ -296,7 +296,9 @@ impl Elector {
 pub enum Attempt {
     Leading,
     /// Someone else holds the Lease (`None`: it could not be told).
-    Following { holder: Option<String> },
+    Following {
+        holder: Option<String>,
+    },
 }
 
 /// Runs the election until `shutdown`, publishing whether this replica leads on `leading`.
@@ -346,8 +348,8 @@ pub async fn run(
             }
             Err(err) => {
                 metrics.lease_error();
-                let expired = last_renewal
-                    .is_some_and(|at| at.elapsed() >= settings.renew_deadline);
+                let expired =
+                    last_renewal.is_some_and(|at| at.elapsed() >= settings.renew_deadline);
                 if is_leading && expired {
                     error!(
                         lease = %settings.name,
@@ -382,7 +384,9 @@ pub async fn release(elector: &mut Elector) {
     match elector.release().await {
         Ok(true) => info!(%lease, "released the Lease"),
         Ok(false) => debug!(%lease, "not holding the Lease; nothing to release"),
-        Err(err) => warn!(%lease, error = %error_chain(&err), "could not release the Lease; a standby takes over when it expires"),
+        Err(err) => {
+            warn!(%lease, error = %error_chain(&err), "could not release the Lease; a standby takes over when it expires")
+        }
     }
 }
 

@@ -3,8 +3,8 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use ksd_exporter::{Args, run};
 use ksd_runtime::cli::{Command, exit_with_settings_error};
-use ksd_runtime::healthcheck;
 use ksd_runtime::error_chain;
+use ksd_runtime::healthcheck;
 use ksd_runtime::{shutdown, telemetry};
 
 #[tokio::main]

@@ -144,8 +144,7 @@ impl Publisher {
             && self.observed_change != Some(first)
         {
             self.observed_change = Some(first);
-            self.metrics
-                .change_uploaded(first.elapsed().as_secs_f64());
+            self.metrics.change_uploaded(first.elapsed().as_secs_f64());
         }
         Ok(())
     }

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::builder::ArgPredicate;
 use clap::ArgAction;
+use clap::builder::ArgPredicate;
 use ksd_runtime::cli::{
     AdminArgs, Command, Deprecation, LogArgs, RunArgs, SettingsError, StorageArgs,
     parse_duration_var, parse_flag_value,
@@ -97,7 +97,12 @@ pub struct Args {
 
     /// Namespace of the Lease; empty means the exporter's own (the service account's, or the
     /// kubeconfig context's)
-    #[arg(long, env = "LEASE_NAMESPACE", value_name = "NAMESPACE", default_value = "")]
+    #[arg(
+        long,
+        env = "LEASE_NAMESPACE",
+        value_name = "NAMESPACE",
+        default_value = ""
+    )]
     pub lease_namespace: String,
 
     /// How long a standby waits, after it last saw the Lease renewed, before taking it over
@@ -126,7 +131,12 @@ pub struct Args {
 
     /// This replica's holder identity in the Lease; empty means the host (pod) name and a
     /// random suffix
-    #[arg(long, env = "LEASE_HOLDER_IDENTITY", value_name = "ID", default_value = "")]
+    #[arg(
+        long,
+        env = "LEASE_HOLDER_IDENTITY",
+        value_name = "ID",
+        default_value = ""
+    )]
     pub lease_holder_identity: String,
 
     #[command(flatten)]
@@ -616,7 +626,10 @@ mod tests {
             (&["--lease-name", "Lease_1"][..], "LEASE_NAME"),
             (&["--lease-namespace", "a.b"][..], "LEASE_NAMESPACE"),
             (&["--lease-duration", "500ms"][..], "LEASE_DURATION"),
-            (&["--lease-renew-deadline", "15s"][..], "LEASE_RENEW_DEADLINE"),
+            (
+                &["--lease-renew-deadline", "15s"][..],
+                "LEASE_RENEW_DEADLINE",
+            ),
             (&["--lease-retry-period", "10s"][..], "LEASE_RETRY_PERIOD"),
             (&["--lease-retry-period", "0s"][..], "LEASE_RETRY_PERIOD"),
         ] {
