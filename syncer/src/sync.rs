@@ -340,8 +340,10 @@ impl Syncer {
 
     /// List, fetch, apply, decide, write.
     async fn cycle(&mut self, shutdown: &CancellationToken) -> Result<CycleReport> {
+        let _timer = self.metrics.cycle_timer();
         let listing = self.list(shutdown).await?;
         let now = SystemTime::now();
+        self.metrics.document_ages(&listing, now);
         let plan = self.state.plan(&listing, &self.policy, now);
         let fetched = self.fetch(plan, shutdown).await;
         let fetch_failures = fetched
@@ -442,7 +444,10 @@ impl Syncer {
                     cluster,
                     etag,
                     servers,
-                } => info!(%cluster, %etag, servers, "accepted cluster document"),
+                } => {
+                    self.metrics.change_seen();
+                    info!(%cluster, %etag, servers, "accepted cluster document");
+                }
                 Event::Rejected {
                     cluster,
                     key,
@@ -575,8 +580,9 @@ impl Syncer {
             }),
         };
         match result {
-            Ok(Ensured::Unchanged) => {}
+            Ok(Ensured::Unchanged) => self.metrics.change_settled(),
             Ok(Ensured::Adopted(found)) => {
+                self.metrics.change_settled();
                 debug!(path = %output.path().display(), "the file already holds the merged document");
                 *on_disk = Some(found);
             }
@@ -585,6 +591,7 @@ impl Syncer {
                 restored,
             }) => {
                 self.metrics.written(SystemTime::now());
+                self.metrics.change_written();
                 if restored {
                     self.metrics.restored();
                     warn!(path = %output.path().display(), "the output file was deleted or changed by someone else; restored");
