@@ -133,6 +133,9 @@ fn every_overlay_renders_the_expected_objects() {
         "Deployment",
         "Namespace",
         "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
         "ServiceAccount",
     ]
     .into();
@@ -248,13 +251,43 @@ fn kubernetes_validate_rejects_an_unknown_field() {
 }
 
 #[test]
-fn the_exporter_runs_as_one_hardened_replica() {
+fn the_exporter_runs_as_two_hardened_replicas_with_leader_election() {
     for (overlay, objects) in rendered_overlays() {
         let deployment = one_of_kind(&overlay, &objects, "Deployment");
         let spec = &deployment["spec"];
-        assert_eq!(spec["replicas"], json!(1), "{overlay}: replicas");
-        // Two exporters with one cluster name would both write its object.
-        assert_eq!(spec["strategy"]["type"], json!("Recreate"), "{overlay}");
+        assert_eq!(spec["replicas"], json!(2), "{overlay}: replicas");
+        assert_eq!(
+            spec["strategy"]["type"],
+            json!("RollingUpdate"),
+            "{overlay}"
+        );
+        assert_eq!(
+            spec["strategy"]["rollingUpdate"]["maxUnavailable"],
+            json!(0),
+            "{overlay}: a rollout never leaves fewer than two"
+        );
+        // Two replicas with one cluster name write its object only under leader election.
+        let environment = exporter_environment(&overlay, &objects);
+        assert_eq!(
+            environment.get("LEADER_ELECTION").map(String::as_str),
+            Some("true"),
+            "{overlay}"
+        );
+        let selector = &spec["selector"]["matchLabels"];
+        let anti = &spec["template"]["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"];
+        let term = &anti[0]["podAffinityTerm"];
+        assert_eq!(
+            term["topologyKey"],
+            json!("kubernetes.io/hostname"),
+            "{overlay}"
+        );
+        assert_eq!(&term["labelSelector"]["matchLabels"], selector, "{overlay}");
+        let budget = one_of_kind(&overlay, &objects, "PodDisruptionBudget");
+        assert_eq!(budget["spec"]["minAvailable"], json!(1), "{overlay}");
+        assert_eq!(
+            &budget["spec"]["selector"]["matchLabels"], selector,
+            "{overlay}"
+        );
 
         let pod = &spec["template"]["spec"];
         let pod_security = &pod["securityContext"];
@@ -362,6 +395,53 @@ fn the_exporter_runs_as_one_hardened_replica() {
 }
 
 #[test]
+fn leader_election_may_write_only_its_lease_in_its_namespace() {
+    for (overlay, objects) in rendered_overlays() {
+        let environment = exporter_environment(&overlay, &objects);
+        let lease = environment
+            .get("LEASE_NAME")
+            .cloned()
+            .unwrap_or_else(|| "ksd-exporter".to_owned());
+        assert_eq!(
+            environment
+                .get("LEASE_NAMESPACE")
+                .map(String::as_str)
+                .unwrap_or(""),
+            "",
+            "{overlay}: the Lease lives in the exporter's own namespace"
+        );
+        let role = one_of_kind(&overlay, &objects, "Role");
+        assert_eq!(role["metadata"]["namespace"], json!(NAMESPACE), "{overlay}");
+        assert_eq!(
+            role["rules"],
+            json!([
+                {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+                {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                 "resourceNames": [lease], "verbs": ["get", "update"]},
+            ]),
+            "{overlay}: Role rules"
+        );
+        let binding = one_of_kind(&overlay, &objects, "RoleBinding");
+        assert_eq!(
+            binding["metadata"]["namespace"],
+            json!(NAMESPACE),
+            "{overlay}"
+        );
+        assert_eq!(
+            binding["roleRef"],
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name(role)}),
+            "{overlay}"
+        );
+        let account = one_of_kind(&overlay, &objects, "ServiceAccount");
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": name(account), "namespace": NAMESPACE}]),
+            "{overlay}"
+        );
+    }
+}
+
+#[test]
 fn rbac_grants_only_read_on_services_and_endpointslices() {
     let read: BTreeSet<String> = ["get", "list", "watch"].map(String::from).into();
     let mut expected = BTreeMap::new();
@@ -372,11 +452,6 @@ fn rbac_grants_only_read_on_services_and_endpointslices() {
     );
 
     for (overlay, objects) in rendered_overlays() {
-        assert!(
-            all_of_kind(&objects, "Role").is_empty(),
-            "{overlay}: no Role"
-        );
-        assert!(all_of_kind(&objects, "RoleBinding").is_empty());
         let role = one_of_kind(&overlay, &objects, "ClusterRole");
         assert!(
             role["aggregationRule"].is_null(),

@@ -44,6 +44,11 @@ impl Debounce {
         Some((last + self.quiet).min(first + self.max_delay))
     }
 
+    /// When the first change not yet published arrived.
+    pub fn first_change(&self) -> Option<Instant> {
+        self.first
+    }
+
     /// Whether changes are waiting to be published.
     pub fn is_pending(&self) -> bool {
         self.first.is_some()

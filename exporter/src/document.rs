@@ -22,6 +22,9 @@ pub struct Snapshot {
     pub outputs: Vec<Output>,
     pub backends: usize,
     pub servers: usize,
+    /// The first change this snapshot carries, as the watches saw it (for the latency
+    /// histogram); `None` for the initial state.
+    pub first_change: Option<tokio::time::Instant>,
 }
 
 impl Snapshot {
@@ -138,6 +141,7 @@ pub fn build(
         outputs,
         backends: backends.len(),
         servers: backends.iter().map(|b| b.targets.len()).sum(),
+        first_change: None,
     })
 }
 

@@ -11,6 +11,7 @@
 //! - [`watch`]: the kube-runtime watchers feeding the index, with re-list buffering;
 //! - [`publish`]: the [`publish::Publisher`] that uploads conditionally (`If-Match`) with
 //!   retries and a heartbeat;
+//! - [`leader`]: leader election on a Lease, so that only one of several replicas writes;
 //! - [`metrics`]: the Prometheus metrics;
 //! - [`settings`]: clap arguments validated into [`Settings`].
 //!
@@ -22,6 +23,7 @@ pub mod annotations;
 pub mod debounce;
 pub mod document;
 pub mod index;
+pub mod leader;
 pub mod metrics;
 pub mod publish;
 pub mod settings;
@@ -175,6 +177,22 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     .await
     .map_err(Error::Admin)?;
 
+    // With leader election, every replica watches; only the Lease holder writes.
+    let (publisher, election) = match settings.leader_election.clone() {
+        Some(lease) => {
+            let (leading_tx, leading_rx) = channel::channel(false);
+            let elector = leader::Elector::new(client.clone(), lease);
+            let task = tokio::spawn(leader::run(
+                elector,
+                leading_tx,
+                metrics.clone(),
+                shutdown.clone(),
+            ));
+            (publisher.with_leadership(leading_rx), Some(task))
+        }
+        None => (publisher, None),
+    };
+
     let publisher_task = tokio::spawn(publish::run(
         publisher,
         snapshots,
@@ -186,16 +204,41 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     tasks.add("publish", fault::inject("publish", publisher_task));
     tasks.add("admin-server", fault::inject("admin-server", admin_task));
     // Every task runs until the shutdown; one that ends before it, or panics, takes the
-    // process down (non-zero, naming it) so that Kubernetes restarts a zombie exporter.
+    // process down (non-zero, naming it) so that Kubernetes restarts a zombie exporter. The
+    // election task returns its elector at the shutdown, so that the Lease can be released.
+    let mut election = election;
+    let mut elector = None;
     let failed = tokio::select! {
+        biased;
         () = shutdown.cancelled() => None,
         ended = tasks.next_end() => Some(ended),
+        joined = join_opt(&mut election) => {
+            election = None;
+            match joined {
+                Ok(returned) if shutdown.is_cancelled() => {
+                    elector = Some(returned);
+                    None
+                }
+                Ok(_) => Some(("leader-election", "returned".to_owned())),
+                Err(join) if join.is_panic() => Some(("leader-election", "panicked".to_owned())),
+                Err(join) => Some(("leader-election", join.to_string())),
+            }
+        }
     };
     health.set_shutting_down();
     // The publisher finishes an upload in flight before it returns; the admin server stops
     // last, so probes answer (not ready) until the end.
     shutdown.cancel();
     tasks.join_except("admin-server").await;
+    // Only then is the Lease released, so the next leader never races this one's last write.
+    if let Some(handle) = election
+        && let Ok(returned) = handle.await
+    {
+        elector = Some(returned);
+    }
+    if let Some(mut elector) = elector {
+        leader::release(&mut elector).await;
+    }
     admin_stop.cancel();
     tasks.join_all().await;
     if let Some((task, detail)) = failed {
@@ -277,6 +320,16 @@ impl Supervised {
         for (_, handle) in std::mem::take(&mut self.tasks) {
             let _ = handle.await;
         }
+    }
+}
+
+/// Joins the task when there is one; pending forever when there is none.
+async fn join_opt<T>(
+    handle: &mut Option<tokio::task::JoinHandle<T>>,
+) -> Result<T, tokio::task::JoinError> {
+    match handle {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
     }
 }
 

@@ -2,13 +2,21 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use ksd_exporter::{Args, run};
-use ksd_runtime::cli::exit_with_settings_error;
+use ksd_runtime::cli::{Command, exit_with_settings_error};
 use ksd_runtime::error_chain;
+use ksd_runtime::healthcheck;
 use ksd_runtime::{shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let settings = match Args::parse().validate() {
+    let args = Args::parse();
+    if args.command == Some(Command::Healthcheck) {
+        return match args.admin.resolve() {
+            Ok(addr) => healthcheck::run(addr),
+            Err(err) => exit_with_settings_error(&err),
+        };
+    }
+    let settings = match args.validate() {
         Ok(settings) => settings,
         Err(err) => exit_with_settings_error(&err),
     };

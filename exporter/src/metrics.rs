@@ -7,6 +7,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// How an upload ended.
@@ -40,8 +41,21 @@ struct ResourceLabels {
     resource: &'static str,
 }
 
+/// Seconds from a change seen in the watches to the upload that carries it: `DEBOUNCE` (1 s
+/// by default) plus a render of up to ~200 ms at 10k Services (docs/BENCHMARKS.md), up to
+/// `MAX_DELAY` (10 s) and retries beyond.
+const PROPAGATION_BUCKETS: [f64; 13] = [
+    0.1, 0.25, 0.5, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
+
+/// Seconds one upload takes: milliseconds for a small document to a nearby store, about a
+/// second for the 4.7 MiB document of 10k Services over a slow link.
+const UPLOAD_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
 /// Handles to every metric; cheap to share behind an `Arc`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     uploads: Family<OutcomeLabels, Counter>,
     skipped_unchanged: Counter,
@@ -55,6 +69,35 @@ pub struct Metrics {
     name_collisions: Gauge,
     render_errors: Counter,
     refused_targets: Gauge,
+    change_to_upload: Histogram,
+    upload_duration: Histogram,
+    leader: Gauge,
+    leader_transitions: Counter,
+    lease_errors: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            uploads: Family::default(),
+            skipped_unchanged: Counter::default(),
+            foreign_writer_conflicts: Counter::default(),
+            last_publish: Gauge::default(),
+            backends: Gauge::default(),
+            servers: Gauge::default(),
+            watch_restarts: Family::default(),
+            watch_errors: Family::default(),
+            object_warnings: Counter::default(),
+            name_collisions: Gauge::default(),
+            render_errors: Counter::default(),
+            refused_targets: Gauge::default(),
+            change_to_upload: Histogram::new(PROPAGATION_BUCKETS),
+            upload_duration: Histogram::new(UPLOAD_BUCKETS),
+            leader: Gauge::default(),
+            leader_transitions: Counter::default(),
+            lease_errors: Counter::default(),
+        }
+    }
 }
 
 impl Metrics {
@@ -122,7 +165,54 @@ impl Metrics {
             "Endpoints left out of the document because their address is special-purpose (loopback, link-local, unspecified, multicast, broadcast)",
             metrics.refused_targets.clone(),
         );
+        r.register_with_unit(
+            "change_to_upload",
+            "Time from the first change seen in the watches to the end of the upload that carries it",
+            prometheus_client::registry::Unit::Seconds,
+            metrics.change_to_upload.clone(),
+        );
+        r.register_with_unit(
+            "upload_duration",
+            "Time one upload of a cluster document takes, whatever its outcome",
+            prometheus_client::registry::Unit::Seconds,
+            metrics.upload_duration.clone(),
+        );
+        r.register(
+            "leader",
+            "1 while this replica publishes (it holds the Lease, or leader election is off), 0 while it stands by",
+            metrics.leader.clone(),
+        );
+        r.register(
+            "leader_transitions",
+            "Times this replica became the leader",
+            metrics.leader_transitions.clone(),
+        );
+        r.register(
+            "lease_errors",
+            "Failed requests of leader election to the Kubernetes API (retried)",
+            metrics.lease_errors.clone(),
+        );
         metrics
+    }
+
+    /// A timer for one upload, observed when dropped.
+    pub fn upload_timer(&self) -> ksd_runtime::timing::DropTimer {
+        ksd_runtime::timing::DropTimer::new(&self.upload_duration)
+    }
+
+    pub fn change_uploaded(&self, seconds: f64) {
+        self.change_to_upload.observe(seconds);
+    }
+
+    pub fn leader(&self, leading: bool) {
+        let was = self.leader.set(i64::from(leading));
+        if leading && was == 0 {
+            self.leader_transitions.inc();
+        }
+    }
+
+    pub fn lease_error(&self) {
+        self.lease_errors.inc();
     }
 
     pub fn upload(&self, outcome: UploadOutcome) {
@@ -205,6 +295,10 @@ mod tests {
         metrics.watch_restart("services");
         metrics.computed(3, 7, 1);
         metrics.published(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000));
+        metrics.leader(true);
+        metrics.leader(true);
+        metrics.change_uploaded(1.2);
+        drop(metrics.upload_timer());
         let text = encode(&registry);
         for expected in [
             "ksd_exporter_uploads_total{outcome=\"written\"} 1",
@@ -216,6 +310,10 @@ mod tests {
             "ksd_exporter_servers 7",
             "ksd_exporter_name_collisions 1",
             "ksd_exporter_last_publish_timestamp_seconds 1700000000",
+            "ksd_exporter_leader 1",
+            "ksd_exporter_leader_transitions_total 1",
+            "ksd_exporter_change_to_upload_seconds_count 1",
+            "ksd_exporter_upload_duration_seconds_count 1",
         ] {
             assert!(text.contains(expected), "{expected} missing from\n{text}");
         }

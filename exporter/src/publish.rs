@@ -10,6 +10,10 @@
 //!   upload is retried with backoff. It is never silent.
 //! - Storage errors are retried with capped exponential backoff, always with the latest
 //!   snapshot, never by exiting.
+//! - With leader election, only the leader writes. A standby keeps the latest snapshot; when
+//!   it becomes the leader it forgets what it knew of the objects and reads their current
+//!   ETags first, so it adopts what the previous leader wrote instead of calling it a foreign
+//!   write, and then publishes its own complete snapshot.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -75,6 +79,11 @@ pub struct Publisher {
     heartbeat: Duration,
     metrics: Arc<Metrics>,
     objects: HashMap<String, Known>,
+    /// Whether this replica may write; `None` without leader election (always).
+    leadership: Option<watch::Receiver<bool>>,
+    /// The change whose latency was last observed, so that a retry or heartbeat of the same
+    /// snapshot is not counted again.
+    observed_change: Option<Instant>,
 }
 
 impl Publisher {
@@ -90,6 +99,27 @@ impl Publisher {
             heartbeat,
             metrics,
             objects: HashMap::new(),
+            leadership: None,
+            observed_change: None,
+        }
+    }
+
+    /// Writes only while `leadership` holds `true`.
+    pub fn with_leadership(mut self, leadership: watch::Receiver<bool>) -> Publisher {
+        self.leadership = Some(leadership);
+        self
+    }
+
+    /// Whether this replica may write now.
+    pub fn is_leader(&self) -> bool {
+        self.leadership.as_ref().is_none_or(|l| *l.borrow())
+    }
+
+    /// Forgets what is known of every object, so that the next publish reads each one's
+    /// current ETag and content first (another replica may have written since).
+    pub fn forget(&mut self) {
+        for known in self.objects.values_mut() {
+            known.fresh = false;
         }
     }
 
@@ -110,6 +140,12 @@ impl Publisher {
             self.publish_output(output).await?;
         }
         self.metrics.published(SystemTime::now());
+        if let Some(first) = snapshot.first_change
+            && self.observed_change != Some(first)
+        {
+            self.observed_change = Some(first);
+            self.metrics.change_uploaded(first.elapsed().as_secs_f64());
+        }
         Ok(())
     }
 
@@ -143,10 +179,12 @@ impl Publisher {
                 humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             ),
         ]);
+        let timer = self.metrics.upload_timer();
         let result = self
             .storage
             .put(&output.key, output.bytes.clone(), &metadata, condition)
             .await;
+        drop(timer);
         match result {
             Ok(PutOutcome::Written { etag }) => {
                 self.metrics.upload(UploadOutcome::Written);
@@ -263,6 +301,11 @@ pub async fn run(
 ) {
     let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
     let mut retry_at: Option<Instant> = None;
+    let mut leadership = publisher.leadership.take();
+    let mut was_leader = leadership.as_ref().is_none_or(|l| *l.borrow());
+    if leadership.is_none() {
+        publisher.metrics.leader(true);
+    }
     loop {
         match retry_at {
             // While retrying, new snapshots wait for the retry: a busy cluster must not turn a
@@ -271,14 +314,20 @@ pub async fn run(
                 tokio::select! {
                     biased;
                     () = shutdown.cancelled() => return,
+                    () = leadership_changed(&mut leadership) => {}
                     () = tokio::time::sleep_until(at) => {}
                 }
             }
             None => {
-                let heartbeat = publisher.next_heartbeat();
+                let heartbeat = if was_leader {
+                    publisher.next_heartbeat()
+                } else {
+                    None
+                };
                 tokio::select! {
                     biased;
                     () = shutdown.cancelled() => return,
+                    () = leadership_changed(&mut leadership) => {}
                     changed = snapshots.changed() => {
                         if changed.is_err() {
                             return;
@@ -287,6 +336,26 @@ pub async fn run(
                     () = sleep_until_opt(heartbeat) => {}
                 }
             }
+        }
+        let leader = leadership.as_ref().is_none_or(|l| *l.borrow());
+        if leader != was_leader {
+            was_leader = leader;
+            retry_at = None;
+            backoff.reset();
+            if leader {
+                // Whatever was known may predate another leader's writes.
+                publisher.forget();
+                info!("leading: publishing the current state");
+            } else {
+                info!("standing by: not publishing");
+            }
+        }
+        if !leader {
+            // A standby is healthy once its watches have synced: it is ready to take over.
+            if snapshots.borrow_and_update().is_some() {
+                health.set_ready(true);
+            }
+            continue;
         }
         let Some(snapshot) = snapshots.borrow_and_update().clone() else {
             continue;
@@ -315,6 +384,20 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+/// Resolves when the leadership flag changes; never without leader election (or once the
+/// election has ended).
+async fn leadership_changed(leadership: &mut Option<watch::Receiver<bool>>) {
+    match leadership {
+        Some(receiver) => {
+            // An ended election keeps its last word (not leading).
+            if receiver.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -377,6 +460,7 @@ mod tests {
             outputs: vec![output(text)],
             backends: 0,
             servers: 0,
+            first_change: None,
         }
     }
 

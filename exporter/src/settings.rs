@@ -4,9 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use clap::ArgAction;
 use clap::builder::ArgPredicate;
 use ksd_runtime::cli::{
-    AdminArgs, Deprecation, LogArgs, RunArgs, SettingsError, StorageArgs, parse_duration_var,
+    AdminArgs, Command, Deprecation, LogArgs, RunArgs, SettingsError, StorageArgs,
+    parse_duration_var, parse_flag_value,
 };
 use ksd_runtime::storage::{S3Options, StorageUrl};
 use ksd_runtime::telemetry::LogFormat;
@@ -17,6 +19,10 @@ pub const DEFAULT_DEBOUNCE: &str = "1s";
 pub const DEFAULT_MAX_DELAY: &str = "10s";
 pub const DEFAULT_HEARTBEAT_INTERVAL: &str = "5m";
 pub const DEFAULT_OUTPUT_FORMATS: &str = "traefik";
+pub const DEFAULT_LEASE_NAME: &str = "ksd-exporter";
+pub const DEFAULT_LEASE_DURATION: &str = "15s";
+pub const DEFAULT_LEASE_RENEW_DEADLINE: &str = "10s";
+pub const DEFAULT_LEASE_RETRY_PERIOD: &str = "2s";
 
 /// The shortest heartbeat accepted: anything faster is an upload loop, not a proof of life.
 const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
@@ -80,6 +86,59 @@ pub struct Args {
     #[arg(long, env = "OUTPUT_FORMATS", value_name = "LIST", default_value = DEFAULT_OUTPUT_FORMATS)]
     pub output_formats: String,
 
+    /// Run several replicas and let only the holder of a coordination.k8s.io/v1 Lease
+    /// publish; the others keep their watches warm and take over when it stops renewing
+    #[arg(long, env = "LEADER_ELECTION", action = ArgAction::SetTrue, value_parser = parse_flag_value)]
+    pub leader_election: bool,
+
+    /// Name of the Lease of leader election; one per exporter deployment
+    #[arg(long, env = "LEASE_NAME", value_name = "NAME", default_value = DEFAULT_LEASE_NAME)]
+    pub lease_name: String,
+
+    /// Namespace of the Lease; empty means the exporter's own (the service account's, or the
+    /// kubeconfig context's)
+    #[arg(
+        long,
+        env = "LEASE_NAMESPACE",
+        value_name = "NAMESPACE",
+        default_value = ""
+    )]
+    pub lease_namespace: String,
+
+    /// How long a standby waits, after it last saw the Lease renewed, before taking it over
+    #[arg(long, env = "LEASE_DURATION", value_name = "DURATION", default_value = DEFAULT_LEASE_DURATION)]
+    pub lease_duration: String,
+
+    /// How long the leader keeps publishing while it cannot renew the Lease; shorter than
+    /// LEASE_DURATION
+    #[arg(
+        long,
+        env = "LEASE_RENEW_DEADLINE",
+        value_name = "DURATION",
+        default_value = DEFAULT_LEASE_RENEW_DEADLINE
+    )]
+    pub lease_renew_deadline: String,
+
+    /// How often the leader renews the Lease and a standby tries to acquire it; shorter than
+    /// LEASE_RENEW_DEADLINE
+    #[arg(
+        long,
+        env = "LEASE_RETRY_PERIOD",
+        value_name = "DURATION",
+        default_value = DEFAULT_LEASE_RETRY_PERIOD
+    )]
+    pub lease_retry_period: String,
+
+    /// This replica's holder identity in the Lease; empty means the host (pod) name and a
+    /// random suffix
+    #[arg(
+        long,
+        env = "LEASE_HOLDER_IDENTITY",
+        value_name = "ID",
+        default_value = ""
+    )]
+    pub lease_holder_identity: String,
+
     #[command(flatten)]
     pub storage: StorageArgs,
 
@@ -91,6 +150,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub run: RunArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
 }
 
 /// Validated settings: everything the exporter needs, in typed form.
@@ -113,6 +175,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub once: bool,
     pub dry_run: bool,
+    /// `Some` with LEADER_ELECTION: publish only while holding this Lease.
+    pub leader_election: Option<crate::leader::LeaseSettings>,
     /// Deprecated variables that were used, to be logged once logging is set up.
     pub deprecations: Vec<Deprecation>,
 }
@@ -201,6 +265,11 @@ impl Args {
         let (storage_url, s3, storage_deprecations) = self.storage.resolve()?;
         deprecations.extend(storage_deprecations);
         let admin_addr = self.admin.resolve()?;
+        let leader_election = if self.leader_election {
+            Some(self.lease_settings()?)
+        } else {
+            None
+        };
 
         Ok(Settings {
             cluster,
@@ -217,7 +286,70 @@ impl Args {
             log_format: self.log.log_format,
             once: self.run.once,
             dry_run: self.run.dry_run,
+            leader_election,
             deprecations,
+        })
+    }
+
+    fn lease_settings(&self) -> Result<crate::leader::LeaseSettings, SettingsError> {
+        let name = self.lease_name.trim();
+        if !name.split('.').all(is_dns_label) || name.len() > 253 {
+            return Err(SettingsError::new(
+                "LEASE_NAME",
+                format!("{name:?} is not an object name (a DNS subdomain: a-z, 0-9, '-', '.')"),
+            ));
+        }
+        let namespace = self.lease_namespace.trim();
+        if !namespace.is_empty() && !is_dns_label(namespace) {
+            return Err(SettingsError::new(
+                "LEASE_NAMESPACE",
+                format!("{namespace:?} is not a namespace name (a DNS label)"),
+            ));
+        }
+        let positive = |variable: &'static str, raw: &str| {
+            let value = parse_duration_var(variable, raw)?;
+            if value < Duration::from_secs(1) {
+                return Err(SettingsError::new(
+                    variable,
+                    format!("{} is shorter than 1s", raw.trim()),
+                ));
+            }
+            Ok(value)
+        };
+        let duration = positive("LEASE_DURATION", &self.lease_duration)?;
+        let renew_deadline = positive("LEASE_RENEW_DEADLINE", &self.lease_renew_deadline)?;
+        let retry_period = parse_duration_var("LEASE_RETRY_PERIOD", &self.lease_retry_period)?;
+        if renew_deadline >= duration {
+            return Err(SettingsError::new(
+                "LEASE_RENEW_DEADLINE",
+                format!(
+                    "{} is not shorter than LEASE_DURATION {}: a leader that cannot renew must stop before a standby takes over",
+                    self.lease_renew_deadline.trim(),
+                    self.lease_duration.trim()
+                ),
+            ));
+        }
+        if retry_period.is_zero() || retry_period >= renew_deadline {
+            return Err(SettingsError::new(
+                "LEASE_RETRY_PERIOD",
+                format!(
+                    "{} must be above 0 and shorter than LEASE_RENEW_DEADLINE {}",
+                    self.lease_retry_period.trim(),
+                    self.lease_renew_deadline.trim()
+                ),
+            ));
+        }
+        let identity = match self.lease_holder_identity.trim() {
+            "" => crate::leader::default_identity(),
+            id => id.to_owned(),
+        };
+        Ok(crate::leader::LeaseSettings {
+            name: name.to_owned(),
+            namespace: (!namespace.is_empty()).then(|| namespace.to_owned()),
+            identity,
+            duration,
+            renew_deadline,
+            retry_period,
         })
     }
 }
@@ -451,7 +583,62 @@ mod tests {
         assert_eq!(s.heartbeat, Duration::from_secs(300));
         assert_eq!(s.formats, [ObjectFormat::Traefik]);
         assert!(!s.once && !s.dry_run);
+        assert!(s.leader_election.is_none());
         assert!(s.deprecations.is_empty());
+    }
+
+    #[test]
+    fn leader_election() {
+        let s = settings(&["--cluster-name", "c", "--leader-election"]).unwrap();
+        let lease = s.leader_election.unwrap();
+        assert_eq!(lease.name, "ksd-exporter");
+        assert_eq!(lease.namespace, None);
+        assert_eq!(lease.duration, Duration::from_secs(15));
+        assert_eq!(lease.renew_deadline, Duration::from_secs(10));
+        assert_eq!(lease.retry_period, Duration::from_secs(2));
+        assert!(!lease.identity.is_empty());
+
+        let s = settings(&[
+            "--cluster-name",
+            "c",
+            "--leader-election",
+            "--lease-name",
+            "ksd.exporter-a",
+            "--lease-namespace",
+            "ops",
+            "--lease-duration",
+            "4s",
+            "--lease-renew-deadline",
+            "3s",
+            "--lease-retry-period",
+            "500ms",
+            "--lease-holder-identity",
+            "pod-a",
+        ])
+        .unwrap();
+        let lease = s.leader_election.unwrap();
+        assert_eq!(lease.name, "ksd.exporter-a");
+        assert_eq!(lease.namespace.as_deref(), Some("ops"));
+        assert_eq!(lease.identity, "pod-a");
+        assert_eq!(lease.retry_period, Duration::from_millis(500));
+
+        for (flags, variable) in [
+            (&["--lease-name", "Lease_1"][..], "LEASE_NAME"),
+            (&["--lease-namespace", "a.b"][..], "LEASE_NAMESPACE"),
+            (&["--lease-duration", "500ms"][..], "LEASE_DURATION"),
+            (
+                &["--lease-renew-deadline", "15s"][..],
+                "LEASE_RENEW_DEADLINE",
+            ),
+            (&["--lease-retry-period", "10s"][..], "LEASE_RETRY_PERIOD"),
+            (&["--lease-retry-period", "0s"][..], "LEASE_RETRY_PERIOD"),
+        ] {
+            let mut all = vec!["--cluster-name", "c", "--leader-election"];
+            all.extend_from_slice(flags);
+            assert_eq!(error(&all).variable, variable, "{flags:?}");
+        }
+        // Without LEADER_ELECTION the Lease settings are not used, so not checked.
+        assert!(settings(&["--cluster-name", "c", "--lease-name", "Bad_"]).is_ok());
     }
 
     #[test]
@@ -625,6 +812,13 @@ mod tests {
             "STORAGE_URL",
             "ADMIN_ADDR",
             "LOG_FORMAT",
+            "LEADER_ELECTION",
+            "LEASE_NAME",
+            "LEASE_NAMESPACE",
+            "LEASE_DURATION",
+            "LEASE_RENEW_DEADLINE",
+            "LEASE_RETRY_PERIOD",
+            "LEASE_HOLDER_IDENTITY",
         ] {
             assert!(
                 help.contains(&format!("env: {variable}")),

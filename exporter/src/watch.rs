@@ -285,8 +285,9 @@ pub async fn run<S>(
             biased;
             () = shutdown.cancelled() => return,
             () = sleep_until_opt(deadline) => {
+                let first_change = debounce.first_change();
                 debounce.clear();
-                publish(&mut index, &config, &metrics, &snapshots, &mut collisions, &mut refused);
+                publish(&mut index, &config, &metrics, &snapshots, &mut collisions, &mut refused, first_change);
             }
             item = events.next() => {
                 let Some((id, result)) = item else {
@@ -329,7 +330,7 @@ pub async fn run<S>(
                                 "initial sync complete"
                             );
                             debounce.clear();
-                            publish(&mut index, &config, &metrics, &snapshots, &mut collisions, &mut refused);
+                            publish(&mut index, &config, &metrics, &snapshots, &mut collisions, &mut refused, None);
                         }
                     }
                 }
@@ -347,6 +348,7 @@ fn publish(
     snapshots: &watch::Sender<Option<Arc<Snapshot>>>,
     logged_collisions: &mut BTreeSet<NameCollision>,
     logged_refused: &mut BTreeSet<document::RefusedTarget>,
+    first_change: Option<Instant>,
 ) {
     let warnings = index.refresh();
     metrics.object_warnings(warnings.len());
@@ -384,7 +386,8 @@ fn publish(
     metrics.refused_targets(refused.len());
     *logged_refused = refused;
     match document::build(&config.cluster, &config.formats, &backends) {
-        Ok(snapshot) => {
+        Ok(mut snapshot) => {
+            snapshot.first_change = first_change;
             snapshots.send_replace(Some(Arc::new(snapshot)));
         }
         Err(err) => {

@@ -328,10 +328,18 @@ pub struct RunArgs {
     pub dry_run: bool,
 }
 
+/// Subcommands both binaries accept; without one, the agent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Ask the running agent's /readyz on ADMIN_ADDR whether it is ready; exit 0 if it is, 1
+    /// if not (a container health check for images without a shell or HTTP client)
+    Healthcheck,
+}
+
 /// The value of a flag's variable (`ONCE=true`): boolean words as clap's boolish parser
 /// takes them (`true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`), and empty for false, so that
 /// `ONCE=` in a compose file means "not set" rather than an error.
-fn parse_flag_value(raw: &str) -> Result<bool, String> {
+pub fn parse_flag_value(raw: &str) -> Result<bool, String> {
     let value = raw.trim().to_ascii_lowercase();
     match value.as_str() {
         "" | "false" | "no" | "n" | "off" | "0" | "f" => Ok(false),

@@ -10,13 +10,18 @@
 //! - [`telemetry`]: `tracing` set-up (`RUST_LOG`, text or JSON).
 //! - [`shutdown`]: SIGTERM/SIGINT to a `CancellationToken`; a second signal forces the exit.
 //! - [`backoff`]: capped exponential backoff with full jitter.
+//! - [`healthcheck`]: the `healthcheck` subcommand, a client of `/readyz` for container health
+//!   checks in images without a shell or HTTP client.
+//! - [`timing`]: a drop-guard timer for latency histograms.
 
 pub mod admin;
 pub mod backoff;
 pub mod cli;
+pub mod healthcheck;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+pub mod timing;
 
 /// An error and its sources on one line (`dispatch failure: io error: ... refused`), for log
 /// lines: the top-level messages of the SDKs alone ("dispatch failure", "service error") say

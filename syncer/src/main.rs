@@ -3,12 +3,19 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ksd_runtime::cli::exit_with_settings_error;
+use ksd_runtime::cli::{Command, exit_with_settings_error};
+use ksd_runtime::healthcheck;
 use ksd_runtime::{shutdown, telemetry};
 use ksd_syncer::settings::{Args, Settings};
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.command == Some(Command::Healthcheck) {
+        return match args.admin.resolve() {
+            Ok(addr) => healthcheck::run(addr),
+            Err(error) => exit_with_settings_error(&error),
+        };
+    }
     let settings =
         Settings::from_args(&args).unwrap_or_else(|error| exit_with_settings_error(&error));
     telemetry::init(settings.log_format);

@@ -9,7 +9,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use tokio::time::Instant;
 
 use crate::state::Summary;
 
@@ -26,6 +28,49 @@ pub struct ReasonLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClusterLabels {
     pub cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, Ord, PartialOrd, EncodeLabelSet)]
+pub struct DocumentLabels {
+    pub cluster: String,
+    pub format: &'static str,
+}
+
+/// Seconds from a new cluster document accepted to the merged file written: milliseconds for a
+/// few clusters, 0.5-2.2 s for 50 clusters and 100k servers (docs/BENCHMARKS.md), more while
+/// writes fail.
+const PROPAGATION_BUCKETS: [f64; 14] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
+
+/// Seconds one sync cycle (list, fetch, merge, write) takes: about the listing's round trip
+/// when nothing changed, up to 2-3 s for the largest measured merges, 30 s timeouts beyond.
+const CYCLE_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// The latency histograms and what they measure from.
+#[derive(Clone, Debug)]
+struct Latency {
+    change_to_write: Histogram,
+    cycle: Histogram,
+    document_age: Family<DocumentLabels, Gauge<f64, AtomicU64>>,
+    /// The first accepted change not yet in a written file.
+    pending_since: std::sync::Arc<Mutex<Option<Instant>>>,
+    /// Documents whose age was set in the last listing.
+    aged: std::sync::Arc<Mutex<BTreeSet<DocumentLabels>>>,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency {
+            change_to_write: Histogram::new(PROPAGATION_BUCKETS),
+            cycle: Histogram::new(CYCLE_BUCKETS),
+            document_age: Family::default(),
+            pending_since: std::sync::Arc::default(),
+            aged: std::sync::Arc::default(),
+        }
+    }
 }
 
 /// Handles to every metric; cheap to clone.
@@ -53,6 +98,7 @@ pub struct Metrics {
     admin_file_problems: Gauge,
     held: Family<ReasonLabels, Gauge>,
     restored_clusters: Gauge,
+    latency: Latency,
     /// Label values set in the last summary, so vanished ones are removed or zeroed.
     labelled: std::sync::Arc<Mutex<Labelled>>,
 }
@@ -185,6 +231,24 @@ impl Metrics {
             "Clusters served from the state rebuilt from the previous run's file, not yet from a fetched object",
             metrics.restored_clusters.clone(),
         );
+        r.register_with_unit(
+            "change_to_write",
+            "Time from a new cluster document accepted to the end of the write of the merged file that carries it",
+            Unit::Seconds,
+            metrics.latency.change_to_write.clone(),
+        );
+        r.register_with_unit(
+            "cycle_duration",
+            "Time one sync cycle takes: list, fetch, validate, merge and write",
+            Unit::Seconds,
+            metrics.latency.cycle.clone(),
+        );
+        r.register_with_unit(
+            "document_age",
+            "Age of each listed cluster object (now minus its last-modified time) at the last listing",
+            Unit::Seconds,
+            metrics.latency.document_age.clone(),
+        );
         metrics
     }
 
@@ -240,6 +304,56 @@ impl Metrics {
 
     pub fn restored_clusters(&self, count: usize) {
         self.restored_clusters.set(to_i64(count));
+    }
+
+    /// A timer for one sync cycle, observed when dropped (also on an error or cancellation).
+    pub fn cycle_timer(&self) -> ksd_runtime::timing::DropTimer {
+        ksd_runtime::timing::DropTimer::new(&self.latency.cycle)
+    }
+
+    /// A new cluster document was accepted: its change waits for the next write.
+    pub fn change_seen(&self) {
+        let mut pending = lock(&self.latency.pending_since);
+        pending.get_or_insert_with(Instant::now);
+    }
+
+    /// The merged file was written: the changes waiting are in it.
+    pub fn change_written(&self) {
+        if let Some(since) = lock(&self.latency.pending_since).take() {
+            self.latency
+                .change_to_write
+                .observe(since.elapsed().as_secs_f64());
+        }
+    }
+
+    /// The file already held what was decided: the changes waiting needed no write.
+    pub fn change_settled(&self) {
+        lock(&self.latency.pending_since).take();
+    }
+
+    /// Sets each listed cluster object's age; objects no longer listed lose their series.
+    pub fn document_ages(&self, listing: &[ksd_runtime::storage::ObjectInfo], now: SystemTime) {
+        let mut current = BTreeSet::new();
+        for object in listing {
+            let Ok((cluster, format)) = ksd_shared::names::parse_object_key(&object.key) else {
+                continue;
+            };
+            let labels = DocumentLabels {
+                cluster: cluster.as_str().to_owned(),
+                format: format.as_str(),
+            };
+            let age = object
+                .last_modified
+                .and_then(|t| now.duration_since(t).ok())
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.latency.document_age.get_or_create(&labels).set(age);
+            current.insert(labels);
+        }
+        let mut aged = lock(&self.latency.aged);
+        for gone in aged.difference(&current) {
+            self.latency.document_age.remove(gone);
+        }
+        *aged = current;
     }
 
     pub fn poll(&self, outcome: &'static str) {
@@ -322,6 +436,13 @@ impl Metrics {
     }
 }
 
+/// A poisoned lock only means another thread panicked mid-update; the value is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn to_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -378,5 +499,56 @@ mod tests {
         assert!(second.contains("ksd_syncer_clusters_rejected{reason=\"routers\"} 0"));
         assert!(!second.contains("cluster=\"b\""), "{second}");
         assert!(second.contains("ksd_syncer_servers{cluster=\"a\"} 3"));
+    }
+
+    #[test]
+    fn latency_and_document_ages() {
+        use ksd_runtime::storage::ObjectInfo;
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        drop(metrics.cycle_timer());
+        metrics.change_written(); // nothing waiting: nothing observed
+        metrics.change_seen();
+        metrics.change_seen();
+        metrics.change_written();
+        metrics.change_seen();
+        metrics.change_settled();
+        metrics.change_written();
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+        let object = |key: &str, age: u64| ObjectInfo {
+            key: key.to_owned(),
+            etag: "\"e\"".to_owned(),
+            size: 1,
+            last_modified: Some(now - std::time::Duration::from_secs(age)),
+        };
+        metrics.document_ages(
+            &[
+                object("a.traefik.yaml", 30),
+                object("b.traefik.yaml", 5),
+                object("junk", 1),
+            ],
+            now,
+        );
+        let first = text(&registry);
+        assert!(
+            first.contains("ksd_syncer_cycle_duration_seconds_count 1"),
+            "{first}"
+        );
+        assert!(
+            first.contains("ksd_syncer_change_to_write_seconds_count 1"),
+            "{first}"
+        );
+        assert!(
+            first
+                .contains("ksd_syncer_document_age_seconds{cluster=\"a\",format=\"traefik\"} 30.0"),
+            "{first}"
+        );
+        metrics.document_ages(&[object("b.traefik.yaml", 6)], now);
+        let second = text(&registry);
+        assert!(!second.contains("cluster=\"a\""), "{second}");
+        assert!(
+            second
+                .contains("ksd_syncer_document_age_seconds{cluster=\"b\",format=\"traefik\"} 6.0")
+        );
     }
 }

@@ -90,6 +90,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub run: RunArgs,
+
+    #[command(subcommand)]
+    pub command: Option<ksd_runtime::cli::Command>,
 }
 
 /// Validated settings: what [`crate::run`] needs.

@@ -537,9 +537,11 @@ impl Syncer {
 
     /// List, fetch, apply, decide, write.
     async fn cycle(&mut self, shutdown: &CancellationToken) -> Result<CycleReport> {
+        let _timer = self.metrics.cycle_timer();
         let listing = self.list(shutdown).await?;
         // Staleness is measured on our own monotonic clock, never against the store's.
         let now = std::time::Instant::now();
+        self.metrics.document_ages(&listing, SystemTime::now());
         let plan = self.state.plan(&listing, &self.policy);
         let fetched = self.fetch(plan, shutdown).await;
         let fetch_failures = fetched
@@ -643,7 +645,10 @@ impl Syncer {
                     cluster,
                     etag,
                     servers,
-                } => info!(%cluster, %etag, servers, "accepted cluster document"),
+                } => {
+                    self.metrics.change_seen();
+                    info!(%cluster, %etag, servers, "accepted cluster document");
+                }
                 Event::Rejected {
                     cluster,
                     key,
@@ -853,8 +858,9 @@ impl Syncer {
             }),
         };
         match result {
-            Ok(Ensured::Unchanged) => {}
+            Ok(Ensured::Unchanged) => self.metrics.change_settled(),
             Ok(Ensured::Adopted(found)) => {
+                self.metrics.change_settled();
                 debug!(path = %output.path().display(), "the file already holds the merged document");
                 *on_disk = Some(found);
             }
@@ -863,6 +869,7 @@ impl Syncer {
                 restored,
             }) => {
                 self.metrics.written(SystemTime::now());
+                self.metrics.change_written();
                 if restored {
                     self.metrics.restored();
                     warn!(path = %output.path().display(), "the output file was deleted or changed by someone else; restored");

@@ -255,3 +255,72 @@ pub async fn wait_ready(exporter: &mut Exporter) {
         panic!("{err}\n{}", exporter.agent.logs());
     }
 }
+
+/// The Lease timings of a leader-election test.
+pub struct LeaseTimings {
+    pub duration: &'static str,
+    pub renew_deadline: &'static str,
+    pub retry_period: &'static str,
+}
+
+impl Harness {
+    /// Starts an exporter with leader election on the Lease `lease` (in the kubeconfig's
+    /// namespace, `default`), as holder `identity`.
+    pub fn spawn_elected(&self, lease: &str, identity: &str, timings: &LeaseTimings) -> Exporter {
+        self.spawn(
+            &[],
+            &[
+                ("LEADER_ELECTION", "true"),
+                ("LEASE_NAME", lease),
+                ("LEASE_HOLDER_IDENTITY", identity),
+                ("LEASE_DURATION", timings.duration),
+                ("LEASE_RENEW_DEADLINE", timings.renew_deadline),
+                ("LEASE_RETRY_PERIOD", timings.retry_period),
+            ],
+        )
+    }
+
+    /// The Lease's `holderIdentity` (empty when released), `None` when there is no Lease.
+    pub fn lease_holder(&self, lease: &str) -> Option<String> {
+        let object = self.api.get("leases", "default", lease)?;
+        Some(
+            object
+                .pointer("/spec/holderIdentity")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    }
+
+    /// Waits until `identity` holds the Lease.
+    pub async fn wait_for_holder(&self, lease: &str, identity: &str, exporters: &[&Exporter]) {
+        let result = wait_for("the Lease's holder", Duration::from_secs(30), || async {
+            (self.lease_holder(lease).as_deref() == Some(identity)).then_some(())
+        })
+        .await;
+        if let Err(err) = result {
+            let logs: Vec<String> = exporters.iter().map(|e| e.agent.logs()).collect();
+            panic!(
+                "{err}: expected {identity}, found {:?}\n{}",
+                self.lease_holder(lease),
+                logs.join("\n----\n")
+            );
+        }
+    }
+}
+
+/// Waits until a metric of `exporter` has `value`.
+pub async fn wait_for_metric(exporter: &Exporter, series: &str, value: f64) {
+    let admin = exporter.admin;
+    let result = wait_for(series, Duration::from_secs(30), || async move {
+        (metric(admin, series).await == Some(value)).then_some(())
+    })
+    .await;
+    if let Err(err) = result {
+        panic!(
+            "{err}: expected {value}, found {:?}\n{}",
+            metric(admin, series).await,
+            exporter.agent.logs()
+        );
+    }
+}
