@@ -69,6 +69,12 @@ pub struct Args {
     #[arg(long, env = "MAX_OBJECT_BYTES", value_name = "SIZE", default_value = DEFAULT_MAX_OBJECT_BYTES)]
     pub max_object_bytes: String,
 
+    /// SQS queue receiving the bucket's S3 event notifications (direct or through
+    /// EventBridge): uploads reach the file at once, the listing every POLL_INTERVAL stays as
+    /// the safety net. Off when unset; needs an s3:// STORAGE_URL
+    #[arg(long, env = "S3_EVENT_QUEUE_URL", value_name = "URL")]
+    pub s3_event_queue_url: Option<String>,
+
     #[command(flatten)]
     pub admin: AdminArgs,
 
@@ -97,6 +103,8 @@ pub struct Settings {
     pub stale_after: Option<Duration>,
     pub traefik_version: TraefikVersion,
     pub max_object_bytes: u64,
+    /// `S3_EVENT_QUEUE_URL`: where bucket event notifications arrive, if anywhere.
+    pub event_queue_url: Option<String>,
 }
 
 impl Settings {
@@ -104,7 +112,7 @@ impl Settings {
     pub fn from_args(args: &Args) -> Result<Settings, SettingsError> {
         let (storage_url, s3, deprecations) = args.storage.resolve()?;
         Ok(Settings {
-            storage_url,
+            storage_url: storage_url.clone(),
             s3,
             deprecations,
             admin_addr: args.admin.resolve()?,
@@ -119,6 +127,10 @@ impl Settings {
             traefik_version: TraefikVersion::parse(&args.traefik_version)
                 .map_err(|error| SettingsError::new("TRAEFIK_VERSION", error.to_string()))?,
             max_object_bytes: parse_size("MAX_OBJECT_BYTES", &args.max_object_bytes)?,
+            event_queue_url: parse_event_queue_url(
+                args.s3_event_queue_url.as_deref(),
+                &storage_url,
+            )?,
         })
     }
 
@@ -134,6 +146,34 @@ impl Settings {
             max_object_bytes: self.max_object_bytes,
         }
     }
+}
+
+fn parse_event_queue_url(
+    raw: Option<&str>,
+    storage: &StorageUrl,
+) -> Result<Option<String>, SettingsError> {
+    let Some(raw) = raw.map(str::trim).filter(|raw| !raw.is_empty()) else {
+        return Ok(None);
+    };
+    let invalid = |message: String| SettingsError::new("S3_EVENT_QUEUE_URL", message);
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return Err(invalid(format!(
+            "{raw:?} is not a queue URL (https://sqs.<region>.amazonaws.com/<account>/<queue>)"
+        )));
+    };
+    if !matches!(scheme, "http" | "https") || rest.split('/').filter(|p| !p.is_empty()).count() < 2
+    {
+        return Err(invalid(format!(
+            "{raw:?} is not a queue URL (https://sqs.<region>.amazonaws.com/<account>/<queue>)"
+        )));
+    }
+    if !storage.is_s3() {
+        return Err(invalid(
+            "bucket events need an s3:// STORAGE_URL (a local directory is watched already)"
+                .to_owned(),
+        ));
+    }
+    Ok(Some(raw.to_owned()))
 }
 
 fn parse_traefik_dir(raw: &str) -> Result<PathBuf, SettingsError> {
@@ -277,6 +317,33 @@ mod tests {
         assert_eq!(s.max_object_bytes, 8 * 1024 * 1024);
         assert_eq!(s.admin_addr.to_string(), "0.0.0.0:9090");
         assert!(!s.once && !s.dry_run);
+    }
+
+    #[test]
+    fn event_queue_url() {
+        assert_eq!(settings(&[]).unwrap().event_queue_url, None);
+        let url = "https://sqs.eu-west-1.amazonaws.com/123456789012/ksd-events";
+        let s = settings(&[
+            "--storage-url",
+            "s3://bucket/prefix/",
+            "--s3-event-queue-url",
+            url,
+        ])
+        .unwrap();
+        assert_eq!(s.event_queue_url.as_deref(), Some(url));
+        assert_eq!(
+            settings(&["--storage-url", "s3://bkt/", "--s3-event-queue-url", " "])
+                .unwrap()
+                .event_queue_url,
+            None
+        );
+        let bad = error(&["--storage-url", "s3://bkt/", "--s3-event-queue-url", "ksd-events"]);
+        assert!(bad.contains("S3_EVENT_QUEUE_URL"), "{bad}");
+        assert!(bad.contains("not a queue URL"), "{bad}");
+        let bad = error(&["--storage-url", "s3://bkt/", "--s3-event-queue-url", "ftp://x/1/q"]);
+        assert!(bad.contains("not a queue URL"), "{bad}");
+        let local = error(&["--storage-url", "file:///tmp/x/", "--s3-event-queue-url", url]);
+        assert!(local.contains("s3:// STORAGE_URL"), "{local}");
     }
 
     #[test]
