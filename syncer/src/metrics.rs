@@ -310,6 +310,16 @@ impl EventMetrics {
         self.queue_up.get() == 1
     }
 
+    /// Whether any receive failed since the start.
+    pub fn has_failed(&self) -> bool {
+        self.errors
+            .get_or_create(&OperationLabels {
+                operation: "receive",
+            })
+            .get()
+            > 0
+    }
+
     /// Time since the last message arrived, if one did.
     pub fn last_received_age(&self) -> Option<std::time::Duration> {
         self.last_received_at

@@ -123,6 +123,18 @@ async fn start_event_queue(
         prefix: prefix.clone(),
     };
     syncer.event_metrics = Some(metrics.clone());
+    let detail = metrics.clone();
+    syncer.health.add_detail(move || {
+        let state = match (detail.is_queue_up(), detail.has_failed()) {
+            (true, _) => "receiving",
+            (false, false) => "connecting",
+            (false, true) => "failing (the periodic listing carries on)",
+        };
+        match detail.last_received_age() {
+            Some(age) => format!("events: {state}, last message {}s ago", age.as_secs()),
+            None => format!("events: {state}, no message yet"),
+        }
+    });
     Some(tokio::spawn(events::run_queue(
         client,
         config,

@@ -75,7 +75,9 @@ async fn an_upload_reaches_the_file_through_an_event_without_a_listing() {
     assert!(syncer.metric("ksd_syncer_event_last_received_timestamp_seconds").await > 1.6e9);
     // Handled messages are deleted.
     wait_drained(&queue).await;
-    assert!(syncer.ready().await);
+    let (status, body) = http_get(syncer.admin, "/readyz").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("events: receiving, last message"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -203,6 +205,9 @@ async fn a_deleted_queue_leaves_polling_working() {
     .unwrap();
     assert_eq!(syncer.metric("ksd_syncer_event_queue_up").await, 0.0);
     assert!(syncer.log_count("cannot receive bucket events") >= 1);
+    let (status, body) = http_get(syncer.admin, "/readyz").await.unwrap();
+    assert_eq!(status, 200, "polling still works: {body}");
+    assert!(body.contains("events: failing"), "{body}");
 
     put(&s3, prefix, "b.traefik.yaml", http_doc(&[("api", &["10.1.0.1"])])).await;
     syncer.wait_clusters("a, b").await;
