@@ -408,6 +408,43 @@ impl EventQueue {
         Ok(())
     }
 
+    /// One long poll of up to `wait` for up to 10 messages: their bodies and receipt handles.
+    pub async fn receive(&self, wait: Duration) -> anyhow::Result<Vec<(String, String)>> {
+        let seconds = i32::try_from(wait.as_secs().min(20)).unwrap_or(20);
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(seconds)
+            .send()
+            .await
+            .context("receiving messages")?;
+        Ok(output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| {
+                (
+                    m.body.unwrap_or_default(),
+                    m.receipt_handle.unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
+    /// Deletes one received message.
+    pub async fn delete_message(&self, receipt: &str) -> anyhow::Result<()> {
+        self.client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .context("deleting a message")?;
+        Ok(())
+    }
+
     /// Messages on the queue, visible or being handled (moto counts exactly).
     pub async fn pending(&self) -> anyhow::Result<usize> {
         use aws_sdk_sqs::types::QueueAttributeName;
