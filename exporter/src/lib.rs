@@ -212,7 +212,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         biased;
         () = shutdown.cancelled() => None,
         ended = tasks.next_end() => Some(ended),
-        joined = join_opt(&mut election) => {
+        joined = ksd_runtime::shutdown::join_optional(&mut election) => {
             election = None;
             match joined {
                 Ok(returned) if shutdown.is_cancelled() => {
@@ -320,16 +320,6 @@ impl Supervised {
         for (_, handle) in std::mem::take(&mut self.tasks) {
             let _ = handle.await;
         }
-    }
-}
-
-/// Joins the task when there is one; pending forever when there is none.
-async fn join_opt<T>(
-    handle: &mut Option<tokio::task::JoinHandle<T>>,
-) -> Result<T, tokio::task::JoinError> {
-    match handle {
-        Some(handle) => handle.await,
-        None => std::future::pending().await,
     }
 }
 

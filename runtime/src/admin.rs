@@ -25,6 +25,20 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 pub struct Health {
     ready: Arc<AtomicBool>,
     shutting_down: Arc<AtomicBool>,
+    details: Details,
+}
+
+/// Lines `/readyz` adds after its verdict, computed when the probe asks (they never change
+/// the verdict).
+#[derive(Clone, Default)]
+struct Details(Arc<std::sync::Mutex<Vec<Detail>>>);
+
+type Detail = Arc<dyn Fn() -> String + Send + Sync>;
+
+impl std::fmt::Debug for Details {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Details")
+    }
 }
 
 impl Health {
@@ -47,6 +61,26 @@ impl Health {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst) && !self.is_shutting_down()
+    }
+
+    /// Adds a line to every `/readyz` answer, produced by `detail` at each probe: how a
+    /// component that does not decide readiness is doing.
+    pub fn add_detail(&self, detail: impl Fn() -> String + Send + Sync + 'static) {
+        self.details
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Arc::new(detail));
+    }
+
+    fn details(&self) -> String {
+        let details: Vec<Detail> = self
+            .details
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        details.iter().map(|detail| detail() + "\n").collect()
     }
 }
 
@@ -110,12 +144,13 @@ async fn livez() -> &'static str {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
+    let details = state.health.details();
     if state.health.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
+        (StatusCode::OK, format!("ready\n{details}")).into_response()
     } else if state.health.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{details}")).into_response()
     }
 }
 

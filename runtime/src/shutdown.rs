@@ -87,3 +87,14 @@ impl Signals {
         }
     }
 }
+
+/// Joins an optional task: its result when there is one, pending forever when there is none,
+/// so that an optional task can sit in a `select!` beside the ones that always run.
+pub async fn join_optional<T>(
+    handle: &mut Option<tokio::task::JoinHandle<T>>,
+) -> Result<T, tokio::task::JoinError> {
+    match handle {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
+    }
+}

@@ -12,6 +12,8 @@
 //! - [`state`]: the pure core. [`state::State`] remembers every cluster's last good document
 //!   and decides what to fetch, what the answers mean and what the file should hold.
 //! - [`output`]: the output file: atomic replacement, temporary-file hygiene, change detection.
+//! - [`events`]: bucket event notifications from SQS (`S3_EVENT_QUEUE_URL`): what a message
+//!   says, and the task that receives them.
 //! - `sync`: the one task that performs the I/O the state asks for, with timeouts, backoff and
 //!   metrics ([`metrics`]).
 //!
@@ -19,6 +21,7 @@
 
 pub mod admin_files;
 pub mod guard;
+pub mod events;
 pub mod metrics;
 pub mod output;
 pub mod restore;

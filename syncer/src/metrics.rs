@@ -443,6 +443,117 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The metrics of bucket event notifications (`S3_EVENT_QUEUE_URL`), registered only when a
+/// queue is configured; cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct EventMetrics {
+    received: Counter,
+    records: Family<OutcomeLabels, Counter>,
+    invalid: Counter,
+    errors: Family<OperationLabels, Counter>,
+    queue_up: Gauge,
+    last_received: Gauge<f64, AtomicU64>,
+    /// When the last message arrived, for the readiness detail.
+    last_received_at: std::sync::Arc<Mutex<Option<std::time::Instant>>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: &'static str,
+}
+
+impl EventMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = EventMetrics::default();
+        let r = registry.sub_registry_with_prefix("ksd_syncer");
+        r.register(
+            "event_messages_received",
+            "Messages received from the bucket event queue",
+            metrics.received.clone(),
+        );
+        r.register(
+            "event_records",
+            "Object events read from the queue, by outcome (handled: fetched or listed; unchanged: the version or a later event was already handled; ignored: test events, other keys, other event types)",
+            metrics.records.clone(),
+        );
+        r.register(
+            "event_invalid_messages",
+            "Queue messages that could not be read (logged and deleted)",
+            metrics.invalid.clone(),
+        );
+        r.register(
+            "event_queue_errors",
+            "Failed calls to the event queue, by operation (receive, delete)",
+            metrics.errors.clone(),
+        );
+        r.register(
+            "event_queue_up",
+            "1 when the last receive from the event queue succeeded, 0 when it failed",
+            metrics.queue_up.clone(),
+        );
+        r.register(
+            "event_last_received_timestamp_seconds",
+            "Unix time of the last message received from the event queue (0: none yet)",
+            metrics.last_received.clone(),
+        );
+        metrics
+    }
+
+    pub fn messages_received(&self, count: usize, at: SystemTime) {
+        self.received.inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+        let secs = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_received.set(secs);
+        *self
+            .last_received_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
+    }
+
+    pub fn records(&self, outcome: &'static str, count: usize) {
+        if count > 0 {
+            self.records
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+        }
+    }
+
+    pub fn invalid_message(&self) {
+        self.invalid.inc();
+    }
+
+    pub fn queue_error(&self, operation: &'static str) {
+        self.errors.get_or_create(&OperationLabels { operation }).inc();
+    }
+
+    pub fn queue_up(&self, up: bool) {
+        self.queue_up.set(i64::from(up));
+    }
+
+    pub fn is_queue_up(&self) -> bool {
+        self.queue_up.get() == 1
+    }
+
+    /// Whether any receive failed since the start.
+    pub fn has_failed(&self) -> bool {
+        self.errors
+            .get_or_create(&OperationLabels {
+                operation: "receive",
+            })
+            .get()
+            > 0
+    }
+
+    /// Time since the last message arrived, if one did.
+    pub fn last_received_age(&self) -> Option<std::time::Duration> {
+        self.last_received_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map(|at| at.elapsed())
+    }
+}
+
 fn to_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }

@@ -82,6 +82,12 @@ pub struct Args {
     #[arg(long, env = "ALLOWED_CIDRS", value_name = "LIST", default_value = "")]
     pub allowed_cidrs: String,
 
+    /// SQS queue receiving the bucket's S3 event notifications (direct or through
+    /// EventBridge): uploads reach the file at once, the listing every POLL_INTERVAL stays as
+    /// the safety net. Off when unset; needs an s3:// STORAGE_URL
+    #[arg(long, env = "S3_EVENT_QUEUE_URL", value_name = "URL")]
+    pub s3_event_queue_url: Option<String>,
+
     #[command(flatten)]
     pub admin: AdminArgs,
 
@@ -115,6 +121,8 @@ pub struct Settings {
     pub max_object_bytes: u64,
     /// Which servers each cluster may point at.
     pub address_policy: AddressPolicy,
+    /// `S3_EVENT_QUEUE_URL`: where bucket event notifications arrive, if anywhere.
+    pub event_queue_url: Option<String>,
 }
 
 impl Settings {
@@ -122,7 +130,7 @@ impl Settings {
     pub fn from_args(args: &Args) -> Result<Settings, SettingsError> {
         let (storage_url, s3, deprecations) = args.storage.resolve()?;
         Ok(Settings {
-            storage_url,
+            storage_url: storage_url.clone(),
             s3,
             deprecations,
             admin_addr: args.admin.resolve()?,
@@ -143,6 +151,10 @@ impl Settings {
                 policy::parse_cidrs(&args.allowed_cidrs)
                     .map_err(|error| SettingsError::new("ALLOWED_CIDRS", error.to_string()))?,
             ),
+            event_queue_url: parse_event_queue_url(
+                args.s3_event_queue_url.as_deref(),
+                &storage_url,
+            )?,
         })
     }
 
@@ -158,6 +170,34 @@ impl Settings {
             max_object_bytes: self.max_object_bytes,
         }
     }
+}
+
+fn parse_event_queue_url(
+    raw: Option<&str>,
+    storage: &StorageUrl,
+) -> Result<Option<String>, SettingsError> {
+    let Some(raw) = raw.map(str::trim).filter(|raw| !raw.is_empty()) else {
+        return Ok(None);
+    };
+    let invalid = |message: String| SettingsError::new("S3_EVENT_QUEUE_URL", message);
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return Err(invalid(format!(
+            "{raw:?} is not a queue URL (https://sqs.<region>.amazonaws.com/<account>/<queue>)"
+        )));
+    };
+    if !matches!(scheme, "http" | "https") || rest.split('/').filter(|p| !p.is_empty()).count() < 2
+    {
+        return Err(invalid(format!(
+            "{raw:?} is not a queue URL (https://sqs.<region>.amazonaws.com/<account>/<queue>)"
+        )));
+    }
+    if !storage.is_s3() {
+        return Err(invalid(
+            "bucket events need an s3:// STORAGE_URL (a local directory is watched already)"
+                .to_owned(),
+        ));
+    }
+    Ok(Some(raw.to_owned()))
 }
 
 fn parse_traefik_dir(raw: &str) -> Result<PathBuf, SettingsError> {
@@ -317,6 +357,33 @@ mod tests {
         assert!(policy.check("cluster-a", "10.1.0.1".parse().unwrap()).is_ok());
         assert!(policy.check("cluster-b", "10.1.0.1".parse().unwrap()).is_err());
         assert!(policy.check("cluster-b", "192.0.2.9".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn event_queue_url() {
+        assert_eq!(settings(&[]).unwrap().event_queue_url, None);
+        let url = "https://sqs.eu-west-1.amazonaws.com/123456789012/ksd-events";
+        let s = settings(&[
+            "--storage-url",
+            "s3://bucket/prefix/",
+            "--s3-event-queue-url",
+            url,
+        ])
+        .unwrap();
+        assert_eq!(s.event_queue_url.as_deref(), Some(url));
+        assert_eq!(
+            settings(&["--storage-url", "s3://bkt/", "--s3-event-queue-url", " "])
+                .unwrap()
+                .event_queue_url,
+            None
+        );
+        let bad = error(&["--storage-url", "s3://bkt/", "--s3-event-queue-url", "ksd-events"]);
+        assert!(bad.contains("S3_EVENT_QUEUE_URL"), "{bad}");
+        assert!(bad.contains("not a queue URL"), "{bad}");
+        let bad = error(&["--storage-url", "s3://bkt/", "--s3-event-queue-url", "ftp://x/1/q"]);
+        assert!(bad.contains("not a queue URL"), "{bad}");
+        let local = error(&["--storage-url", "file:///tmp/x/", "--s3-event-queue-url", url]);
+        assert!(local.contains("s3:// STORAGE_URL"), "{local}");
     }
 
     #[test]

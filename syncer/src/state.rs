@@ -597,6 +597,118 @@ impl State {
     }
 }
 
+/// Answers to fetches made outside a listing, on a bucket event notification.
+impl State {
+    /// The ETag of the version of `cluster` last processed (accepted or rejected), if any: an
+    /// event carrying the same ETag needs no fetch.
+    pub fn processed_etag(&self, cluster: &ClusterName) -> Option<&str> {
+        self.clusters
+            .get(cluster)
+            .and_then(|c| c.processed_etag.as_deref())
+    }
+
+    /// Whether `etag` names the version of `cluster` already processed.
+    pub fn has_processed(&self, cluster: &ClusterName, etag: &str) -> bool {
+        self.processed_etag(cluster)
+            .is_some_and(|processed| same_etag(processed, etag))
+    }
+
+    /// Applies fetches of single objects named by event notifications. Unlike
+    /// [`State::apply`] this is no listing: it never counts a cluster as missing, never
+    /// removes one and never completes the first sync. A fetch that found the object gone
+    /// changes nothing (only listings confirm an absence); one that found it back ends a
+    /// pending absence, as a listing showing it would.
+    pub fn apply_fetched(
+        &mut self,
+        fetched: Vec<(ClusterName, String, FetchOutcome)>,
+        policy: &Policy,
+    ) -> Vec<Event> {
+        let mut events = Vec::new();
+        let limits = Limits {
+            max_bytes: usize::try_from(policy.max_object_bytes).unwrap_or(usize::MAX),
+        };
+        for (cluster, key, outcome) in fetched {
+            let (etag, parsed) = match outcome {
+                FetchOutcome::NotModified | FetchOutcome::Missing | FetchOutcome::Failed => {
+                    continue;
+                }
+                FetchOutcome::TooLarge => (None, None),
+                FetchOutcome::Object { bytes, etag } => {
+                    if self.has_processed(&cluster, &etag) {
+                        continue;
+                    }
+                    let parsed = traefik::parse_cluster_document(&bytes, &limits);
+                    (Some(etag), Some(parsed))
+                }
+            };
+            let state = self.clusters.entry(cluster.clone()).or_default();
+            if state.missing_polls > 0 {
+                state.missing_polls = 0;
+                events.push(Event::Returned {
+                    cluster: cluster.clone(),
+                });
+            }
+            let info = ObjectInfo {
+                key,
+                etag: etag.clone().unwrap_or_default(),
+                size: 0,
+                last_modified: None,
+            };
+            match (etag, parsed) {
+                (Some(etag), Some(Ok(document))) => {
+                    let servers = count_servers(&document);
+                    state.good = Some(GoodDocument {
+                        document,
+                        servers,
+                        restored: false,
+                    });
+                    state.rejection = None;
+                    state.processed_etag = Some(etag.clone());
+                    events.push(Event::Accepted {
+                        cluster,
+                        etag,
+                        servers,
+                    });
+                }
+                (Some(etag), Some(Err(error))) => {
+                    let reason = error.reason();
+                    events.push(reject(
+                        state,
+                        &cluster,
+                        &info,
+                        etag,
+                        reason,
+                        error.to_string(),
+                    ));
+                }
+                // Too large: the ETag is unknown, so the next listing decides again.
+                _ => {
+                    if state.rejection.as_ref().map(|r| r.reason) != Some(REASON_TOO_LARGE) {
+                        state.rejection = Some(Rejection {
+                            reason: REASON_TOO_LARGE,
+                        });
+                        events.push(Event::Rejected {
+                            cluster: cluster.clone(),
+                            key: info.key.clone(),
+                            etag: String::new(),
+                            reason: REASON_TOO_LARGE,
+                            detail: format!(
+                                "over MAX_OBJECT_BYTES ({} bytes)",
+                                policy.max_object_bytes
+                            ),
+                            keeps_last_good: state.good.is_some(),
+                        });
+                    }
+                }
+            }
+        }
+        if !events.is_empty() {
+            self.revision = self.revision.wrapping_add(1);
+        }
+        events
+    }
+}
+
 fn bare_etag(etag: &str) -> &str {
     etag.trim().trim_start_matches("W/").trim_matches('"')
 }

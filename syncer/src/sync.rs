@@ -24,7 +24,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::admin_files::AdminFiles;
 use crate::guard::Exclusion;
-use crate::metrics::Metrics;
+use crate::events::{self, Batch, Sequencers};
+use crate::metrics::{EventMetrics, Metrics};
 use crate::output::{Fingerprint, OutputFile};
 use crate::state::{
     Composed, Decision, Event, FetchOutcome, FetchRequest, Guard, Hold, Policy, State,
@@ -79,6 +80,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     if settings.once {
         return syncer.once(&shutdown).await;
     }
+    let queue_task = start_event_queue(&settings, &mut registry, &mut syncer, &shutdown).await;
 
     // The admin server stops after the loop has drained, so probes keep answering meanwhile.
     let admin_stop = CancellationToken::new();
@@ -91,10 +93,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     .await
     .map_err(Error::Admin)?;
 
-    // Supervised: the sync loop and the admin server run as tasks; if either ends before a
-    // shutdown was asked for, or panics, the process stops with an error naming it, so that
-    // compose or Kubernetes restarts it instead of leaving a syncer that answers probes and
-    // does nothing (or syncs with nobody able to see it).
+    // Supervised: the sync loop, the admin server and the event queue (when configured) run as
+    // tasks; if one ends before a shutdown was asked for, or panics, the process stops with an
+    // error naming it, so that compose or Kubernetes restarts it instead of leaving a syncer
+    // that answers probes and does nothing (or syncs with nobody able to see it).
     let loop_shutdown = shutdown.clone();
     let loop_settings = settings.clone();
     let mut sync_task = fault::inject(
@@ -104,6 +106,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         }),
     );
     let mut admin_task = fault::inject("admin-server", admin_task);
+    let mut queue_task = queue_task.map(|task| fault::inject("event-queue", task));
     let outcome = tokio::select! {
         joined = &mut sync_task => supervised("sync-loop", joined, &shutdown),
         joined = &mut admin_task => {
@@ -113,7 +116,21 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
             let _ = (&mut sync_task).await;
             outcome
         }
+        joined = ksd_runtime::shutdown::join_optional(&mut queue_task) => {
+            queue_task = None;
+            let outcome = supervised("event-queue", joined, &shutdown);
+            shutdown.cancel();
+            let _ = (&mut sync_task).await;
+            outcome
+        }
     };
+    // Whatever ended first, the event queue stops with the loop.
+    shutdown.cancel();
+    if let Some(task) = queue_task
+        && let Err(error) = task.await
+    {
+        warn!(%error, "event queue task ended abnormally");
+    }
 
     health.set_shutting_down();
     admin_stop.cancel();
@@ -172,6 +189,50 @@ fn supervised<T>(
     Err(Error::TaskEnded { task, detail })
 }
 
+/// With `S3_EVENT_QUEUE_URL`: registers the event metrics and starts the task that receives
+/// bucket events and hands them to the loop.
+async fn start_event_queue(
+    settings: &Settings,
+    registry: &mut Registry,
+    syncer: &mut Syncer,
+    shutdown: &CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let queue_url = settings.event_queue_url.clone()?;
+    let StorageUrl::S3 { bucket, prefix } = &settings.storage_url else {
+        return None;
+    };
+    let metrics = EventMetrics::register(registry);
+    let client = events::client(&queue_url, &settings.s3).await;
+    let (tx, rx) = mpsc::channel(1);
+    syncer.events = Some(rx);
+    info!(queue = %queue_url, "bucket events on; the listing every POLL_INTERVAL is the safety net");
+    let config = events::QueueConfig {
+        queue_url,
+        bucket: bucket.clone(),
+        prefix: prefix.clone(),
+    };
+    syncer.event_metrics = Some(metrics.clone());
+    let detail = metrics.clone();
+    syncer.health.add_detail(move || {
+        let state = match (detail.is_queue_up(), detail.has_failed()) {
+            (true, _) => "receiving",
+            (false, false) => "connecting",
+            (false, true) => "failing (the periodic listing carries on)",
+        };
+        match detail.last_received_age() {
+            Some(age) => format!("events: {state}, last message {}s ago", age.as_secs()),
+            None => format!("events: {state}, no message yet"),
+        }
+    });
+    Some(tokio::spawn(events::run_queue(
+        client,
+        config,
+        tx,
+        metrics,
+        shutdown.clone(),
+    )))
+}
+
 /// A watch of Traefik's directory, valid while the directory is the one it was set on.
 struct OutputWatch {
     _watcher: RecommendedWatcher,
@@ -200,6 +261,7 @@ enum Wake {
     StorageChanged,
     OutputChanged,
     Rewatch,
+    Events(Batch),
 }
 
 /// Where the decided file goes.
@@ -258,6 +320,10 @@ struct Syncer {
     held: Option<Hold>,
     traefik_dir: PathBuf,
     output_path: PathBuf,
+    /// Bucket events from the queue task, when `S3_EVENT_QUEUE_URL` is set.
+    events: Option<mpsc::Receiver<Batch>>,
+    event_metrics: Option<EventMetrics>,
+    sequencers: Sequencers,
 }
 
 /// The outcome of one cycle that got as far as a listing.
@@ -314,6 +380,9 @@ impl Syncer {
             held: None,
             traefik_dir: settings.traefik_dir.clone(),
             output_path: settings.output_path(),
+            events: None,
+            event_metrics: None,
+            sequencers: Sequencers::default(),
         }
     }
 
@@ -461,6 +530,7 @@ impl Syncer {
                 Some(()) = recv(storage_events.as_mut()) => Wake::StorageChanged,
                 Some(()) = recv(output_watch.as_mut().map(|w| &mut w.events)) => Wake::OutputChanged,
                 () = tokio::time::sleep(REWATCH_INTERVAL), if rewatch => Wake::Rewatch,
+                Some(batch) = recv_batch(self.events.as_mut()) => Wake::Events(batch),
             };
             match wake {
                 Wake::Rewatch => {}
@@ -476,6 +546,7 @@ impl Syncer {
                     coalesce(output_watch.as_mut().map(|w| &mut w.events)).await;
                     self.check_output(true).await;
                 }
+                Wake::Events(batch) => self.on_events(batch, shutdown).await,
             }
         }
         info!("shutting down");
@@ -517,6 +588,46 @@ impl Syncer {
                 None
             }
         }
+    }
+
+    /// Acts on a batch of bucket events: a conditional GET of each changed cluster object and a
+    /// write at once, and a listing when a deletion was announced (only listings confirm an
+    /// absence, `CONFIRM_POLLS` of them). Then the queue task may delete the messages.
+    async fn on_events(&mut self, batch: Batch, shutdown: &CancellationToken) {
+        let plan = self.sequencers.plan(&batch.notices, &self.state);
+        if let Some(metrics) = &self.event_metrics {
+            metrics.records("unchanged", plan.unchanged);
+            metrics.records("handled", plan.fetches.len() + usize::from(plan.list));
+        }
+        if !plan.fetches.is_empty() {
+            let keys: std::collections::BTreeMap<ClusterName, String> = plan
+                .fetches
+                .iter()
+                .map(|f| (f.cluster.clone(), f.key.clone()))
+                .collect();
+            debug!(clusters = ?keys.keys().map(ClusterName::as_str).collect::<Vec<_>>(), "bucket events: fetching");
+            let fetched = self
+                .fetch(plan.fetches, shutdown)
+                .await
+                .into_iter()
+                .filter_map(|(cluster, outcome)| {
+                    let key = keys.get(&cluster)?.clone();
+                    Some((cluster, key, outcome))
+                })
+                .collect();
+            let events = self.state.apply_fetched(fetched, &self.policy);
+            self.report(events);
+            self.metrics.summary(&self.state.summary());
+            // A failure is logged where it happens; the periodic listing retries.
+            if self.decide().is_ok() {
+                let _ = self.publish().await;
+            }
+        }
+        if plan.list {
+            debug!("bucket events: a deletion; listing");
+            let _ = self.poll(shutdown).await;
+        }
+        batch.handled();
     }
 
     /// One listing cycle, for the loop: returns the delay until the next one.
@@ -973,6 +1084,13 @@ fn is_read_only_access(kind: &EventKind) -> bool {
 }
 
 async fn recv(rx: Option<&mut mpsc::Receiver<()>>) -> Option<()> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_batch(rx: Option<&mut mpsc::Receiver<Batch>>) -> Option<Batch> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
