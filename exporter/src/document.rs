@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 
 use ksd_shared::backend::{Backend, BackendsDocument};
-use ksd_shared::policy::{self, Refusal};
 use ksd_shared::names::{ClusterName, ObjectFormat, object_key};
+use ksd_shared::policy::{self, Refusal};
 use ksd_shared::traefik::{self, DocumentError, TraefikVersion};
 
 /// One object to publish: its key (relative to the storage prefix), bytes and content hash.
@@ -73,17 +73,19 @@ pub struct RefusedTarget {
 pub fn apply_address_policy(mut backends: Vec<Backend>) -> (Vec<Backend>, BTreeSet<RefusedTarget>) {
     let mut refused = BTreeSet::new();
     for backend in &mut backends {
-        backend.targets.retain(|target| match policy::special_purpose(target.ip) {
-            None => true,
-            Some(reason) => {
-                refused.insert(RefusedTarget {
-                    backend: backend.name.clone(),
-                    address: target.address(),
-                    reason,
-                });
-                false
-            }
-        });
+        backend
+            .targets
+            .retain(|target| match policy::special_purpose(target.ip) {
+                None => true,
+                Some(reason) => {
+                    refused.insert(RefusedTarget {
+                        backend: backend.name.clone(),
+                        address: target.address(),
+                        reason,
+                    });
+                    false
+                }
+            });
     }
     (backends, refused)
 }
@@ -279,7 +281,12 @@ mod tests {
                     ("::ffff:127.0.0.1", 80),
                 ],
             ),
-            backend("ns-db-5432", Protocol::Tcp, Scheme::Http, &[("fe80::1", 5432)]),
+            backend(
+                "ns-db-5432",
+                Protocol::Tcp,
+                Scheme::Http,
+                &[("fe80::1", 5432)],
+            ),
         ];
         let (backends, refused) = apply_address_policy(backends);
         let reasons: Vec<_> = refused.iter().map(|r| r.reason.as_str()).collect();
@@ -296,6 +303,9 @@ mod tests {
         for bad in ["169.254", "127.0.0.1", "0.0.0.0", "::1", "fe80"] {
             assert!(!text.contains(bad), "{bad} in {text}");
         }
-        assert!(text.contains("ns-db-5432"), "the backend stays, empty: {text}");
+        assert!(
+            text.contains("ns-db-5432"),
+            "the backend stays, empty: {text}"
+        );
     }
 }

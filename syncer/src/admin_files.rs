@@ -470,7 +470,11 @@ mod tests {
             "http:\n  services:\n    deep:\n      loadBalancer:\n        servers: []\n",
         )
         .unwrap();
-        fs::write(tmp.path().join("notes.txt"), "http:\n  services:\n    no: {}\n").unwrap();
+        fs::write(
+            tmp.path().join("notes.txt"),
+            "http:\n  services:\n    no: {}\n",
+        )
+        .unwrap();
         let output = tmp.path().join("out.yml");
         fs::write(
             &output,

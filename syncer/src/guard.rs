@@ -120,7 +120,10 @@ impl Exclusion {
 /// The IP a server URL points at (`http://10.0.0.1:80`, `https://[fd00::1]:8443`), or `None`
 /// when it is not an IP literal (which validation never lets through; treated as refused).
 pub fn http_server_ip(server: &HttpServer) -> Option<IpAddr> {
-    let rest = server.url.split_once("://").map_or(&*server.url, |(_, r)| r);
+    let rest = server
+        .url
+        .split_once("://")
+        .map_or(&*server.url, |(_, r)| r);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
     host_ip(authority)
 }
@@ -194,15 +197,15 @@ pub fn filter_servers(documents: &mut [ClusterDocument], policy: &AddressPolicy)
         ];
         for (kind, services) in address_sections {
             for (name, servers) in services {
-                servers.retain(|server| {
-                    match check(policy, cluster, address_server_ip(server)) {
+                servers.retain(
+                    |server| match check(policy, cluster, address_server_ip(server)) {
                         Ok(()) => true,
                         Err(reason) => {
                             refuse(kind, name, server.address.clone(), reason);
                             false
                         }
-                    }
-                });
+                    },
+                );
             }
         }
     }
@@ -343,7 +346,8 @@ mod tests {
     #[test]
     fn admin_names_remove_union_and_pools_of_the_same_kind_only() {
         let merged_yaml = "http:\n  services:\n    angular-blue-green:\n      loadBalancer:\n        servers:\n          - url: \"http://10.0.0.1:80\"\n    angular-blue-green.a:\n      loadBalancer:\n        servers:\n          - url: \"http://10.0.0.1:80\"\ntcp:\n  services:\n    db:\n      loadBalancer:\n        servers:\n          - address: \"10.0.0.1:5432\"\n";
-        let mut merged = ksd_shared::traefik::parse_merged_document(merged_yaml.as_bytes()).unwrap();
+        let mut merged =
+            ksd_shared::traefik::parse_merged_document(merged_yaml.as_bytes()).unwrap();
         let mut admin = AdminNames::new();
         admin.insert(Kind::Http, "angular-blue-green");
         admin.insert(Kind::Http, "db");

@@ -268,7 +268,11 @@ impl Metrics {
                 })
                 .or_default() += 1;
         }
-        for gone in labelled.excluded.iter().filter(|l| !counts.contains_key(*l)) {
+        for gone in labelled
+            .excluded
+            .iter()
+            .filter(|l| !counts.contains_key(*l))
+        {
             self.excluded_servers.remove(gone);
         }
         for (labels, count) in &counts {
@@ -280,7 +284,9 @@ impl Metrics {
 
     /// A server or service newly left out.
     pub fn exclusion(&self, reason: &'static str) {
-        self.exclusions.get_or_create(&ReasonLabels { reason }).inc();
+        self.exclusions
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub fn admin_files(&self, names: usize, problems: usize) {

@@ -80,7 +80,11 @@ fn header_clusters(bytes: &[u8]) -> Vec<ClusterName> {
     let text = String::from_utf8_lossy(bytes);
     text.lines()
         .take_while(|line| line.starts_with('#'))
-        .filter_map(|line| line.trim_start_matches('#').trim().strip_prefix("Clusters:"))
+        .filter_map(|line| {
+            line.trim_start_matches('#')
+                .trim()
+                .strip_prefix("Clusters:")
+        })
         // `none` is how the header says there are none (a cluster of that name that exports no
         // service is not restored; one with services is, from its pools).
         .filter(|list| list.trim() != "none")

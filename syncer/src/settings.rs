@@ -354,9 +354,21 @@ mod tests {
         ])
         .unwrap();
         let policy = &s.address_policy;
-        assert!(policy.check("cluster-a", "10.1.0.1".parse().unwrap()).is_ok());
-        assert!(policy.check("cluster-b", "10.1.0.1".parse().unwrap()).is_err());
-        assert!(policy.check("cluster-b", "192.0.2.9".parse().unwrap()).is_ok());
+        assert!(
+            policy
+                .check("cluster-a", "10.1.0.1".parse().unwrap())
+                .is_ok()
+        );
+        assert!(
+            policy
+                .check("cluster-b", "10.1.0.1".parse().unwrap())
+                .is_err()
+        );
+        assert!(
+            policy
+                .check("cluster-b", "192.0.2.9".parse().unwrap())
+                .is_ok()
+        );
     }
 
     #[test]
@@ -451,9 +463,18 @@ mod tests {
             (&["--max-object-bytes", "0"], "invalid MAX_OBJECT_BYTES: "),
             (&["--storage-url", "http://x/"], "invalid STORAGE_URL: "),
             (&["--admin-addr", "nowhere"], "invalid ADMIN_ADDR: "),
-            (&["--cluster-cidrs", "10.0.0.0/8"], "invalid CLUSTER_CIDRS: "),
-            (&["--cluster-cidrs", "a=10.0.0.1/8"], "invalid CLUSTER_CIDRS: "),
-            (&["--allowed-cidrs", "10.0.0.0/40"], "invalid ALLOWED_CIDRS: "),
+            (
+                &["--cluster-cidrs", "10.0.0.0/8"],
+                "invalid CLUSTER_CIDRS: ",
+            ),
+            (
+                &["--cluster-cidrs", "a=10.0.0.1/8"],
+                "invalid CLUSTER_CIDRS: ",
+            ),
+            (
+                &["--allowed-cidrs", "10.0.0.0/40"],
+                "invalid ALLOWED_CIDRS: ",
+            ),
         ];
         for (args, prefix) in cases {
             let shown = error(args);

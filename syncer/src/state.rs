@@ -235,7 +235,6 @@ fn same_etag(a: &str, b: &str) -> bool {
     bare(a) == bare(b)
 }
 
-
 /// Servers in a document, all protocols.
 pub fn count_servers(document: &Document) -> usize {
     let http = document.http.as_ref().map_or(0, |s| {
@@ -796,7 +795,10 @@ pub fn compose_guarded(
     let mut documents = documents.to_vec();
     let mut excluded = guard::filter_servers(&mut documents, &guard.addresses);
     let mut merged = merge::merge(&documents);
-    excluded.extend(guard::remove_names(&mut merged.document, &guard.admin_names));
+    excluded.extend(guard::remove_names(
+        &mut merged.document,
+        &guard.admin_names,
+    ));
     excluded.sort();
     let mut clusters: Vec<ClusterName> = documents.iter().map(|d| d.cluster.clone()).collect();
     clusters.sort();
@@ -1219,7 +1221,12 @@ mod tests {
         assert_eq!(plan.len(), 2);
         let fetched = plan
             .iter()
-            .map(|r| (r.cluster.clone(), object(doc(&format!("s-{}", r.cluster), "10.0.0.1"), "1")))
+            .map(|r| {
+                (
+                    r.cluster.clone(),
+                    object(doc(&format!("s-{}", r.cluster), "10.0.0.1"), "1"),
+                )
+            })
             .collect();
         state.apply(&listing, fetched, &policy, at(0));
         let Decision::Publish(docs) = state.decide(&policy) else {
@@ -1232,7 +1239,10 @@ mod tests {
             skewed("a.traefik.yaml", "1", now() - day),
             skewed("b.traefik.yaml", "1", now() + day + Duration::from_secs(30)),
         ];
-        assert!(state.plan(&listing, &policy).is_empty(), "a heartbeat is not fetched");
+        assert!(
+            state.plan(&listing, &policy).is_empty(),
+            "a heartbeat is not fetched"
+        );
         let events = state.apply(&listing, Vec::new(), &policy, at(50));
         assert!(events.is_empty(), "{events:?}");
         let events = state.apply(&listing, Vec::new(), &policy, at(61));

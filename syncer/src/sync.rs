@@ -431,7 +431,10 @@ impl Syncer {
     /// The merged file holds every cluster's document twice at most (union and pool), and is
     /// read back for restoring only: bound it well above what the clusters can produce.
     fn output_read_limit(&self) -> u64 {
-        self.policy.max_object_bytes.saturating_mul(64).max(64 << 20)
+        self.policy
+            .max_object_bytes
+            .saturating_mul(64)
+            .max(64 << 20)
     }
 
     /// Rereads the administrator's files if any changed; reports new problems.
@@ -477,7 +480,6 @@ impl Syncer {
             }
         }
     }
-
 
     /// `--once`: one cycle; an error if the listing or a fetch failed or nothing could be
     /// written.

@@ -23,7 +23,7 @@ enum Store {
         storage: ksd_runtime::storage::Storage,
     },
     S3 {
-        fixture: S3Fixture,
+        fixture: Box<S3Fixture>,
         prefix: String,
     },
 }
@@ -37,7 +37,7 @@ impl Store {
 
     async fn s3(prefix: &str) -> Store {
         Store::S3 {
-            fixture: S3Fixture::start().await.unwrap(),
+            fixture: Box::new(S3Fixture::start().await.unwrap()),
             prefix: prefix.to_owned(),
         }
     }
@@ -127,7 +127,15 @@ async fn special_purpose_and_foreign_addresses_are_left_out(store: Store) {
     assert_eq!(servers(&doc, "api"), ["http://10.2.0.5:80"], "{name}");
     assert_eq!(servers(&doc, "api.b"), ["http://10.2.0.5:80"], "{name}");
     let text = syncer.text();
-    for bad in ["169.254", "127.0.0.1", "0.0.0.0", "[::1]", "ffff", "10.2.0.7", "10.1.0.9"] {
+    for bad in [
+        "169.254",
+        "127.0.0.1",
+        "0.0.0.0",
+        "[::1]",
+        "ffff",
+        "10.2.0.7",
+        "10.1.0.9",
+    ] {
         assert!(!text.contains(bad), "{name}: {bad} in\n{text}");
     }
 
@@ -188,7 +196,10 @@ async fn administrator_names_are_never_taken_over(store: Store) {
 
     let doc = yaml(&syncer.wait_clusters("a").await);
     assert!(!has_service(&doc, "angular-blue-green"), "{name}: {doc:?}");
-    assert_eq!(servers(&doc, "angular-blue-green.a"), ["http://10.1.0.1:80"]);
+    assert_eq!(
+        servers(&doc, "angular-blue-green.a"),
+        ["http://10.1.0.1:80"]
+    );
     assert_eq!(servers(&doc, "other"), ["http://10.1.0.2:80"]);
     assert_eq!(syncer.metric("ksd_syncer_excluded_services").await, 1.0);
     assert!(syncer.log_count("the administrator's files in TRAEFIK_DIR define this name") >= 1);
@@ -216,7 +227,11 @@ async fn administrator_names_are_never_taken_over(store: Store) {
             .await,
     );
     assert_eq!(servers(&doc, "other.a"), ["http://10.1.0.2:80"], "{name}");
-    assert_eq!(servers(&doc, "templated.a"), ["http://10.1.0.3:80"], "{name}");
+    assert_eq!(
+        servers(&doc, "templated.a"),
+        ["http://10.1.0.3:80"],
+        "{name}"
+    );
     assert_eq!(syncer.metric("ksd_syncer_admin_file_problems").await, 1.0);
     assert!(syncer.log_count("cannot fully read an administrator file") >= 1);
 
@@ -231,7 +246,11 @@ async fn administrator_names_are_never_taken_over(store: Store) {
             .await,
     );
     assert_eq!(servers(&doc, "other"), ["http://10.1.0.2:80"]);
-    assert_eq!(std::fs::read_to_string(&main).unwrap(), MAIN_YML, "never written");
+    assert_eq!(
+        std::fs::read_to_string(&main).unwrap(),
+        MAIN_YML,
+        "never written"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -305,7 +324,10 @@ async fn all_rejected_keeps_the_current_file(store: Store) {
     let previous = "# previous release\nhttp:\n  services:\n    web:\n      loadBalancer:\n        servers:\n          - url: \"http://10.0.0.1:80\"\n";
     std::fs::write(&output, previous).unwrap();
     store
-        .put("a.traefik.yaml", "http:\n  routers:\n    r:\n      rule: Host(`x`)\n      service: s\n")
+        .put(
+            "a.traefik.yaml",
+            "http:\n  routers:\n    r:\n      rule: Host(`x`)\n      service: s\n",
+        )
         .await;
     store.put("b.traefik.yaml", "{{ template }}\n").await;
     let syncer = store.syncer(traefik.path()).spawn();
@@ -313,7 +335,10 @@ async fn all_rejected_keeps_the_current_file(store: Store) {
         .wait_metric("ksd_syncer_held{reason=\"nothing_servable\"}", 1.0)
         .await;
     syncer
-        .wait_metric("ksd_syncer_clusters_rejected{reason=\"not_services_only\"}", 1.0)
+        .wait_metric(
+            "ksd_syncer_clusters_rejected{reason=\"not_services_only\"}",
+            1.0,
+        )
         .await;
     polls(&syncer, 3.0).await;
     assert_eq!(
@@ -404,14 +429,24 @@ async fn a_restart_keeps_serving_a_cluster_whose_object_is_now_invalid(store: St
             .await,
     );
     second
-        .wait_metric("ksd_syncer_clusters_rejected{reason=\"template_marker\"}", 1.0)
+        .wait_metric(
+            "ksd_syncer_clusters_rejected{reason=\"template_marker\"}",
+            1.0,
+        )
         .await;
     let name = store.name();
-    assert_eq!(after["http"]["services"]["web.a"], before["http"]["services"]["web.a"], "{name}");
+    assert_eq!(
+        after["http"]["services"]["web.a"], before["http"]["services"]["web.a"],
+        "{name}"
+    );
     assert_eq!(after["tcp"], before["tcp"], "{name}");
     assert_eq!(
         servers(&after, "web"),
-        ["http://10.0.0.1:80", "http://10.0.0.2:80", "http://10.1.0.2:80"],
+        [
+            "http://10.0.0.1:80",
+            "http://10.0.0.2:80",
+            "http://10.1.0.2:80"
+        ],
         "{name}"
     );
     assert!(second.log_count("restored each cluster's last served pools") >= 1);
@@ -455,7 +490,12 @@ async fn fifos_and_huge_files_in_the_store_cannot_stall_a_cycle() {
     let store = tempfile::tempdir().unwrap();
     let traefik = tempfile::tempdir().unwrap();
     let storage = local_storage(store.path()).await;
-    put_local(&storage, "a.traefik.yaml", &http_doc(&[("web", &["10.0.0.1"])])).await;
+    put_local(
+        &storage,
+        "a.traefik.yaml",
+        &http_doc(&[("web", &["10.0.0.1"])]),
+    )
+    .await;
     // 300 MB (sparse: cheap to make, as slow as any to read whole) and FIFOs named like cluster
     // objects, in the store and in Traefik's directory.
     let huge = std::fs::File::create(store.path().join("huge.traefik.yaml")).unwrap();
@@ -471,7 +511,12 @@ async fn fifos_and_huge_files_in_the_store_cannot_stall_a_cycle() {
         .await;
 
     // Still syncing: a change goes through.
-    put_local(&storage, "a.traefik.yaml", &http_doc(&[("web", &["10.0.0.2"])])).await;
+    put_local(
+        &storage,
+        "a.traefik.yaml",
+        &http_doc(&[("web", &["10.0.0.2"])]),
+    )
+    .await;
     let doc = yaml(
         &syncer
             .wait_file("a's new server", |text| text.contains("10.0.0.2"))
@@ -494,7 +539,12 @@ async fn a_task_that_panics_or_ends_stops_the_syncer_with_an_error() {
         let store = tempfile::tempdir().unwrap();
         let traefik = tempfile::tempdir().unwrap();
         let storage = local_storage(store.path()).await;
-        put_local(&storage, "a.traefik.yaml", &http_doc(&[("web", &["10.0.0.1"])])).await;
+        put_local(
+            &storage,
+            "a.traefik.yaml",
+            &http_doc(&[("web", &["10.0.0.1"])]),
+        )
+        .await;
         let mut syncer = SyncerConfig::new(&file_url(store.path()), traefik.path())
             .env("KSD_FAULT_TASK", fault)
             .spawn();
@@ -517,7 +567,12 @@ async fn the_fault_hook_is_inert_when_unset() {
     let store = tempfile::tempdir().unwrap();
     let traefik = tempfile::tempdir().unwrap();
     let storage = local_storage(store.path()).await;
-    put_local(&storage, "a.traefik.yaml", &http_doc(&[("web", &["10.0.0.1"])])).await;
+    put_local(
+        &storage,
+        "a.traefik.yaml",
+        &http_doc(&[("web", &["10.0.0.1"])]),
+    )
+    .await;
     let mut syncer = SyncerConfig::new(&file_url(store.path()), traefik.path()).spawn();
     syncer.wait_clusters("a").await;
     polls(&syncer, 10.0).await;

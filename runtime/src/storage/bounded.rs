@@ -108,6 +108,9 @@ mod tests {
             .unwrap();
         assert!(status.success());
         // Would block forever with a plain open.
-        assert_eq!(read_regular_file(&fifo, 4).unwrap(), BoundedRead::NotRegular);
+        assert_eq!(
+            read_regular_file(&fifo, 4).unwrap(),
+            BoundedRead::NotRegular
+        );
     }
 }
