@@ -52,6 +52,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         .map_err(Error::Storage)?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    ksd_runtime::process::register(&mut registry);
     let health = Health::new();
     info!(
         storage = %storage.describe(),
