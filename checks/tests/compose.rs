@@ -488,3 +488,43 @@ fn the_syncer_gets_only_variables_it_knows() {
         );
     }
 }
+
+#[test]
+fn the_syncer_has_a_health_check_the_distroless_image_can_run() {
+    let compose = compose();
+    let syncer = service(&compose, "syncer");
+    let check = &syncer["healthcheck"];
+    let test: Vec<&str> = check["test"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the syncer has no healthcheck test: {check}"))
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    // Exec form: the image has no shell for CMD-SHELL, and no curl or wget.
+    assert_eq!(test.first(), Some(&"CMD"), "{test:?}");
+    assert_eq!(&test[2..], ["healthcheck"], "{test:?}");
+    // The path is the image's own binary, as the Dockerfile installs it.
+    let dockerfile = read_repo_file("Dockerfile");
+    let entrypoint = format!("ENTRYPOINT [\"{}\"]", test[1]);
+    assert!(
+        dockerfile.contains(&entrypoint),
+        "{} is not the syncer image's entrypoint",
+        test[1]
+    );
+    // The subcommand exists in the binary the image ships.
+    let help = std::process::Command::new(common::binary("ksd-syncer"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("healthcheck"), "{help}");
+    // It reaches the admin server the container configures.
+    let environment = environment(syncer);
+    assert!(
+        environment.contains_key("ADMIN_ADDR"),
+        "the check reads ADMIN_ADDR: {environment:?}"
+    );
+    for field in ["interval", "timeout", "retries"] {
+        assert!(!check[field].is_null(), "healthcheck.{field} is not set");
+    }
+}

@@ -401,7 +401,7 @@ fn leader_election_may_write_only_its_lease_in_its_namespace() {
         let lease = environment
             .get("LEASE_NAME")
             .cloned()
-            .unwrap_or_else(|| "ksd-exporter".to_owned());
+            .unwrap_or_else(|| "ksd-exporter-leader".to_owned());
         assert_eq!(
             environment
                 .get("LEASE_NAMESPACE")

@@ -95,6 +95,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         .map_err(Error::Kubernetes)?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
+    ksd_runtime::process::register(&mut registry);
     let config = WatchConfig {
         label_selector: settings.label_selector.clone(),
         namespaces: settings.namespaces.clone(),

@@ -19,7 +19,7 @@ pub const DEFAULT_DEBOUNCE: &str = "1s";
 pub const DEFAULT_MAX_DELAY: &str = "10s";
 pub const DEFAULT_HEARTBEAT_INTERVAL: &str = "5m";
 pub const DEFAULT_OUTPUT_FORMATS: &str = "traefik";
-pub const DEFAULT_LEASE_NAME: &str = "ksd-exporter";
+pub const DEFAULT_LEASE_NAME: &str = "ksd-exporter-leader";
 pub const DEFAULT_LEASE_DURATION: &str = "15s";
 pub const DEFAULT_LEASE_RENEW_DEADLINE: &str = "10s";
 pub const DEFAULT_LEASE_RETRY_PERIOD: &str = "2s";
@@ -591,7 +591,7 @@ mod tests {
     fn leader_election() {
         let s = settings(&["--cluster-name", "c", "--leader-election"]).unwrap();
         let lease = s.leader_election.unwrap();
-        assert_eq!(lease.name, "ksd-exporter");
+        assert_eq!(lease.name, "ksd-exporter-leader");
         assert_eq!(lease.namespace, None);
         assert_eq!(lease.duration, Duration::from_secs(15));
         assert_eq!(lease.renew_deadline, Duration::from_secs(10));

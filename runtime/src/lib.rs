@@ -12,12 +12,14 @@
 //! - [`backoff`]: capped exponential backoff with full jitter.
 //! - [`healthcheck`]: the `healthcheck` subcommand, a client of `/readyz` for container health
 //!   checks in images without a shell or HTTP client.
+//! - [`process`]: process metrics (resident memory) read at scrape time.
 //! - [`timing`]: a drop-guard timer for latency histograms.
 
 pub mod admin;
 pub mod backoff;
 pub mod cli;
 pub mod healthcheck;
+pub mod process;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;

@@ -55,6 +55,8 @@ struct Latency {
     change_to_write: Histogram,
     cycle: Histogram,
     document_age: Family<DocumentLabels, Gauge<f64, AtomicU64>>,
+    /// Unix time of `pending_since`, 0 when nothing waits.
+    pending_timestamp: Gauge<f64, AtomicU64>,
     /// The first accepted change not yet in a written file.
     pending_since: std::sync::Arc<Mutex<Option<Instant>>>,
     /// Documents whose age was set in the last listing.
@@ -67,6 +69,7 @@ impl Default for Latency {
             change_to_write: Histogram::new(PROPAGATION_BUCKETS),
             cycle: Histogram::new(CYCLE_BUCKETS),
             document_age: Family::default(),
+            pending_timestamp: Gauge::default(),
             pending_since: std::sync::Arc::default(),
             aged: std::sync::Arc::default(),
         }
@@ -249,6 +252,11 @@ impl Metrics {
             Unit::Seconds,
             metrics.latency.document_age.clone(),
         );
+        r.register(
+            "pending_change_timestamp_seconds",
+            "Unix time of the oldest accepted cluster document not yet in the written file; 0 when none waits",
+            metrics.latency.pending_timestamp.clone(),
+        );
         metrics
     }
 
@@ -320,12 +328,20 @@ impl Metrics {
     /// A new cluster document was accepted: its change waits for the next write.
     pub fn change_seen(&self) {
         let mut pending = lock(&self.latency.pending_since);
-        pending.get_or_insert_with(Instant::now);
+        if pending.is_none() {
+            *pending = Some(Instant::now());
+            self.latency.pending_timestamp.set(
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64()),
+            );
+        }
     }
 
     /// The merged file was written: the changes waiting are in it.
     pub fn change_written(&self) {
         if let Some(since) = lock(&self.latency.pending_since).take() {
+            self.latency.pending_timestamp.set(0.0);
             self.latency
                 .change_to_write
                 .observe(since.elapsed().as_secs_f64());
@@ -335,6 +351,7 @@ impl Metrics {
     /// The file already held what was decided: the changes waiting needed no write.
     pub fn change_settled(&self) {
         lock(&self.latency.pending_since).take();
+        self.latency.pending_timestamp.set(0.0);
     }
 
     /// Sets each listed cluster object's age; objects no longer listed lose their series.
@@ -629,8 +646,10 @@ mod tests {
         metrics.change_seen();
         metrics.change_written();
         metrics.change_seen();
+        assert!(!text(&registry).contains("ksd_syncer_pending_change_timestamp_seconds 0.0"));
         metrics.change_settled();
         metrics.change_written();
+        assert!(text(&registry).contains("ksd_syncer_pending_change_timestamp_seconds 0.0"));
         let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
         let object = |key: &str, age: u64| ObjectInfo {
             key: key.to_owned(),

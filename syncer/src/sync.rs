@@ -60,6 +60,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         .with_max_object_bytes(settings.max_object_bytes);
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    ksd_runtime::process::register(&mut registry);
     let health = Health::new();
     info!(
         storage = %storage.describe(),

@@ -1070,3 +1070,79 @@ async fn ten_thousand_services_and_a_thousand_slices() {
     let endpoints: usize = listed.items.iter().map(|s| s.endpoints.len()).sum();
     assert_eq!(endpoints, 100_000);
 }
+
+/// Leases as leader election uses them through kube-rs: create (409 when it exists), get,
+/// replace conditional on the resourceVersion (409 when it is stale), and a cleared holder.
+#[tokio::test]
+async fn leases_take_conditional_updates_as_leader_election_needs() {
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    let server = TestApiServer::start().await.unwrap();
+    let client = kube_client(&server).await;
+    let leases: Api<Lease> = Api::namespaced(client, "default");
+    let lease = |holder: Option<&str>| Lease {
+        metadata: kube::api::ObjectMeta {
+            name: Some("leader".to_owned()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: holder.map(str::to_owned),
+            lease_duration_seconds: Some(15),
+            ..Default::default()
+        }),
+    };
+    let created = leases
+        .create(&PostParams::default(), &lease(Some("a")))
+        .await
+        .unwrap();
+    let first_rv = created.metadata.resource_version.clone().unwrap();
+    match leases
+        .create(&PostParams::default(), &lease(Some("b")))
+        .await
+    {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 409, "{status:?}"),
+        other => panic!("a second create: {other:?}"),
+    }
+
+    // The holder renews with the resourceVersion it read.
+    let mut renewed = leases.get("leader").await.unwrap();
+    renewed.spec.as_mut().unwrap().lease_duration_seconds = Some(16);
+    let renewed = leases
+        .replace("leader", &PostParams::default(), &renewed)
+        .await
+        .unwrap();
+    assert_ne!(
+        renewed.metadata.resource_version.as_deref(),
+        Some(first_rv.as_str())
+    );
+
+    // A writer holding the first read loses: 409 Conflict, and the Lease is unchanged.
+    let mut stale = created.clone();
+    stale.spec = lease(Some("b")).spec;
+    match leases
+        .replace("leader", &PostParams::default(), &stale)
+        .await
+    {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(
+                (status.code, status.reason.as_str()),
+                (409, "Conflict"),
+                "{status:?}"
+            );
+        }
+        other => panic!("a stale replace: {other:?}"),
+    }
+    let current = leases.get("leader").await.unwrap();
+    assert_eq!(
+        current.spec.as_ref().unwrap().holder_identity.as_deref(),
+        Some("a")
+    );
+
+    // Released: the holder is cleared.
+    let mut released = current;
+    released.spec.as_mut().unwrap().holder_identity = None;
+    let released = leases
+        .replace("leader", &PostParams::default(), &released)
+        .await
+        .unwrap();
+    assert_eq!(released.spec.unwrap().holder_identity, None);
+}
