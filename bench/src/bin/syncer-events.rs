@@ -28,7 +28,9 @@ use ksd_testbed::process::Agent;
 use ksd_testbed::s3::S3Fixture;
 
 #[derive(Debug, Parser)]
-#[command(about = "Propagation of the ksd-syncer binary with S3 event notifications, against polling and the floor")]
+#[command(
+    about = "Propagation of the ksd-syncer binary with S3 event notifications, against polling and the floor"
+)]
 struct Args {
     /// Clusters
     #[arg(long, default_value_t = 5)]
@@ -231,7 +233,11 @@ async fn main() -> anyhow::Result<()> {
     // 3. The floor: PUT, receive, GET, write, through the same proxy as the syncer.
     let floor_queue = fixture.event_queue("floor/").await?;
     // Drain the test event.
-    while !floor_queue.receive(Duration::from_secs(1)).await?.is_empty() {}
+    while !floor_queue
+        .receive(Duration::from_secs(1))
+        .await?
+        .is_empty()
+    {}
     let proxy = fixture.proxy_client();
     let bucket = fixture.bucket().to_owned();
     let floor_dir = tempfile::tempdir().context("a directory for the floor's writes")?;
@@ -292,10 +298,16 @@ async fn main() -> anyhow::Result<()> {
         totals.push(written - start);
     }
 
-    line("events on (POLL_INTERVAL=60s): upload done -> file", &events);
+    line(
+        "events on (POLL_INTERVAL=60s): upload done -> file",
+        &events,
+    );
     for (interval, samples) in &polls {
         line(
-            &format!("events off, POLL_INTERVAL={}: upload done -> file", ms(*interval)),
+            &format!(
+                "events off, POLL_INTERVAL={}: upload done -> file",
+                ms(*interval)
+            ),
             samples,
         );
     }
