@@ -443,7 +443,10 @@ pub async fn run_queue(
 ) {
     let mut backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF);
     let mut failing = false;
-    check_queue(&client, &config.queue_url).await;
+    tokio::select! {
+        () = shutdown.cancelled() => return,
+        () = check_queue(&client, &config.queue_url) => {}
+    }
     loop {
         let receive = client
             .receive_message()
@@ -526,7 +529,11 @@ pub async fn run_queue(
 
         if !notices.is_empty() {
             let (done, handled) = oneshot::channel();
-            if batches.send(Batch { notices, done }).await.is_err() {
+            let sent = tokio::select! {
+                () = shutdown.cancelled() => return,
+                sent = batches.send(Batch { notices, done }) => sent,
+            };
+            if sent.is_err() {
                 return;
             }
             let handled = tokio::select! {

@@ -207,6 +207,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let merged = std::fs::read(dir.path().join(OUTPUT_FILE)).context("the merged file")?;
     println!("merged file: {} bytes", merged.len());
+    line("events on (POLL_INTERVAL=60s): upload done -> file", &events);
 
     // 2. Polling.
     let mut polls = Vec::new();
@@ -227,6 +228,10 @@ async fn main() -> anyhow::Result<()> {
         }
         .measure(dir.path())
         .await?;
+        line(
+            &format!("POLL_INTERVAL={}: upload done -> file", ms(interval)),
+            &samples,
+        );
         polls.push((interval, samples));
     }
 
@@ -256,7 +261,13 @@ async fn main() -> anyhow::Result<()> {
                     let mut found = None;
                     for (body, receipt) in messages {
                         receiver.delete_message(&receipt).await?;
-                        if body.contains(&key) {
+                        let ours = match ksd_syncer::events::parse_message(&body) {
+                            Ok(ksd_syncer::events::Message::Records(records)) => {
+                                records.iter().any(|r| r.key == key)
+                            }
+                            _ => false,
+                        };
+                        if ours {
                             found = Some(Instant::now());
                         }
                     }
@@ -267,6 +278,11 @@ async fn main() -> anyhow::Result<()> {
             }
         };
         let start = Instant::now();
+        let waiting = async {
+            tokio::time::timeout(Duration::from_secs(30), waiting)
+                .await
+                .context("no notification for the floor's PUT within 30 s")?
+        };
         let (received, put) = tokio::join!(waiting, async {
             upload(&proxy, &bucket, &key, bytes).await?;
             anyhow::Ok(Instant::now())
