@@ -150,7 +150,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else if state.health.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{details}")).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready\n{details}"),
+        )
+            .into_response()
     }
 }
 

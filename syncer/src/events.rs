@@ -160,7 +160,8 @@ fn s3_record(record: &Value) -> Result<Record, String> {
     };
     let raw_key = text(record, &["s3", "object", "key"]).ok_or("no s3.object.key")?;
     // S3 URL-encodes keys in notifications, with `+` for a space.
-    let key = form_decode(raw_key).ok_or_else(|| format!("key {raw_key:?} is not URL-encoded UTF-8"))?;
+    let key =
+        form_decode(raw_key).ok_or_else(|| format!("key {raw_key:?} is not URL-encoded UTF-8"))?;
     Ok(Record {
         bucket: text(record, &["s3", "bucket", "name"]).map(str::to_owned),
         key,
@@ -442,7 +443,10 @@ pub async fn run_queue(
 ) {
     let mut backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF);
     let mut failing = false;
-    check_queue(&client, &config.queue_url).await;
+    tokio::select! {
+        () = shutdown.cancelled() => return,
+        () = check_queue(&client, &config.queue_url) => {}
+    }
     loop {
         let receive = client
             .receive_message()
@@ -525,7 +529,11 @@ pub async fn run_queue(
 
         if !notices.is_empty() {
             let (done, handled) = oneshot::channel();
-            if batches.send(Batch { notices, done }).await.is_err() {
+            let sent = tokio::select! {
+                () = shutdown.cancelled() => return,
+                sent = batches.send(Batch { notices, done }) => sent,
+            };
+            if sent.is_err() {
                 return;
             }
             let handled = tokio::select! {
@@ -683,7 +691,10 @@ mod tests {
         let expired = records(&s3_body("LifecycleExpiration:Delete", "k", "", "1"));
         assert_eq!(expired[0].kind, Kind::Removed);
         let restore = records(&s3_body("ObjectRestore:Completed", "k", "", "1"));
-        assert_eq!(restore[0].kind, Kind::Other("ObjectRestore:Completed".into()));
+        assert_eq!(
+            restore[0].kind,
+            Kind::Other("ObjectRestore:Completed".into())
+        );
     }
 
     #[test]
@@ -692,7 +703,10 @@ mod tests {
             .remove(0)
             .key;
         assert_eq!(key, "a b+c:dé");
-        assert_eq!(form_decode("p%2Fx.traefik.yaml").unwrap(), "p/x.traefik.yaml");
+        assert_eq!(
+            form_decode("p%2Fx.traefik.yaml").unwrap(),
+            "p/x.traefik.yaml"
+        );
         assert_eq!(form_decode("bad%zz"), None);
         assert_eq!(form_decode("cut%4"), None);
         assert_eq!(form_decode("%FF"), None);
@@ -767,11 +781,20 @@ mod tests {
 
     #[test]
     fn refuses_garbage() {
-        assert!(matches!(parse_message("not json"), Err(ParseError::NotJson(_))));
+        assert!(matches!(
+            parse_message("not json"),
+            Err(ParseError::NotJson(_))
+        ));
         assert!(matches!(parse_message(""), Err(ParseError::NotJson(_))));
         assert_eq!(parse_message("[1,2]"), Err(ParseError::UnknownShape));
-        assert_eq!(parse_message(r#"{"hello":"world"}"#), Err(ParseError::UnknownShape));
-        assert_eq!(parse_message(r#"{"Records":{}}"#), Err(ParseError::UnknownShape));
+        assert_eq!(
+            parse_message(r#"{"hello":"world"}"#),
+            Err(ParseError::UnknownShape)
+        );
+        assert_eq!(
+            parse_message(r#"{"Records":{}}"#),
+            Err(ParseError::UnknownShape)
+        );
         assert!(matches!(
             parse_message(r#"{"Records":[{"eventName":"ObjectCreated:Put"}]}"#),
             Err(ParseError::BadRecord { index: 0, .. })
@@ -799,7 +822,12 @@ mod tests {
 
     #[test]
     fn keeps_cluster_documents_directly_under_the_prefix() {
-        let kept = notice(&record("ksd/east.traefik.yaml", Kind::Created), "bkt", "ksd/").unwrap();
+        let kept = notice(
+            &record("ksd/east.traefik.yaml", Kind::Created),
+            "bkt",
+            "ksd/",
+        )
+        .unwrap();
         assert_eq!(kept.cluster.as_str(), "east");
         assert_eq!(kept.key, "east.traefik.yaml");
         assert_eq!(
@@ -903,7 +931,10 @@ mod tests {
 
         // Duplicates and older events on the same key need nothing.
         let again = sequencers.plan(
-            &[created("a", "\"2\"", Some("20")), created("a", "\"1\"", Some("10"))],
+            &[
+                created("a", "\"2\"", Some("20")),
+                created("a", "\"1\"", Some("10")),
+            ],
             &state,
         );
         assert_eq!(again.fetches, vec![]);

@@ -523,7 +523,8 @@ impl EventMetrics {
     }
 
     pub fn messages_received(&self, count: usize, at: SystemTime) {
-        self.received.inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+        self.received
+            .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
         let secs = at
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
@@ -547,7 +548,9 @@ impl EventMetrics {
     }
 
     pub fn queue_error(&self, operation: &'static str) {
-        self.errors.get_or_create(&OperationLabels { operation }).inc();
+        self.errors
+            .get_or_create(&OperationLabels { operation })
+            .inc();
     }
 
     pub fn queue_up(&self, up: bool) {

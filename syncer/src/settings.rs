@@ -389,12 +389,27 @@ mod tests {
                 .event_queue_url,
             None
         );
-        let bad = error(&["--storage-url", "s3://bkt/", "--s3-event-queue-url", "ksd-events"]);
+        let bad = error(&[
+            "--storage-url",
+            "s3://bkt/",
+            "--s3-event-queue-url",
+            "ksd-events",
+        ]);
         assert!(bad.contains("S3_EVENT_QUEUE_URL"), "{bad}");
         assert!(bad.contains("not a queue URL"), "{bad}");
-        let bad = error(&["--storage-url", "s3://bkt/", "--s3-event-queue-url", "ftp://x/1/q"]);
+        let bad = error(&[
+            "--storage-url",
+            "s3://bkt/",
+            "--s3-event-queue-url",
+            "ftp://x/1/q",
+        ]);
         assert!(bad.contains("not a queue URL"), "{bad}");
-        let local = error(&["--storage-url", "file:///tmp/x/", "--s3-event-queue-url", url]);
+        let local = error(&[
+            "--storage-url",
+            "file:///tmp/x/",
+            "--s3-event-queue-url",
+            url,
+        ]);
         assert!(local.contains("s3:// STORAGE_URL"), "{local}");
     }
 

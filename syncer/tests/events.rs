@@ -45,7 +45,13 @@ async fn an_upload_reaches_the_file_through_an_event_without_a_listing() {
     let prefix = "k8s+sd=1/";
     let queue = s3.event_queue(prefix).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    put(&s3, prefix, "a.traefik.yaml", http_doc(&[("web", &["10.0.0.1"])])).await;
+    put(
+        &s3,
+        prefix,
+        "a.traefik.yaml",
+        http_doc(&[("web", &["10.0.0.1"])]),
+    )
+    .await;
 
     let syncer = SyncerConfig::s3(&s3, prefix, dir.path())
         .env("POLL_INTERVAL", NO_POLL)
@@ -56,7 +62,13 @@ async fn an_upload_reaches_the_file_through_an_event_without_a_listing() {
     syncer.wait_metric("ksd_syncer_event_queue_up", 1.0).await;
     let lists_before = s3.list_count();
 
-    put(&s3, prefix, "b.traefik.yaml", http_doc(&[("api", &["10.1.0.1"])])).await;
+    put(
+        &s3,
+        prefix,
+        "b.traefik.yaml",
+        http_doc(&[("api", &["10.1.0.1"])]),
+    )
+    .await;
     // Well before any listing could have happened (POLL_INTERVAL is 60 s).
     let arrived = wait_for("b through its event", Duration::from_secs(10), || async {
         syncer
@@ -68,11 +80,31 @@ async fn an_upload_reaches_the_file_through_an_event_without_a_listing() {
     assert_eq!(s3.list_count(), lists_before, "no listing was needed");
     check_merged(&syncer.read().unwrap()).unwrap();
 
-    assert!(syncer.metric("ksd_syncer_event_records_total{outcome=\"handled\"}").await >= 1.0);
+    assert!(
+        syncer
+            .metric("ksd_syncer_event_records_total{outcome=\"handled\"}")
+            .await
+            >= 1.0
+    );
     // moto's s3:TestEvent, when the notification was configured.
-    assert!(syncer.metric("ksd_syncer_event_records_total{outcome=\"ignored\"}").await >= 1.0);
-    assert!(syncer.metric("ksd_syncer_event_messages_received_total").await >= 2.0);
-    assert!(syncer.metric("ksd_syncer_event_last_received_timestamp_seconds").await > 1.6e9);
+    assert!(
+        syncer
+            .metric("ksd_syncer_event_records_total{outcome=\"ignored\"}")
+            .await
+            >= 1.0
+    );
+    assert!(
+        syncer
+            .metric("ksd_syncer_event_messages_received_total")
+            .await
+            >= 2.0
+    );
+    assert!(
+        syncer
+            .metric("ksd_syncer_event_last_received_timestamp_seconds")
+            .await
+            > 1.6e9
+    );
     // Handled messages are deleted.
     wait_drained(&queue).await;
     let (status, body) = http_get(syncer.admin, "/readyz").await.unwrap();
@@ -88,7 +120,13 @@ async fn duplicates_reordering_and_garbage_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let v1 = http_doc(&[("web", &["10.0.0.1"])]);
     let v2 = http_doc(&[("web", &["10.0.0.2"])]);
-    put(&s3, prefix, "other.traefik.yaml", http_doc(&[("x", &["10.9.0.1"])])).await;
+    put(
+        &s3,
+        prefix,
+        "other.traefik.yaml",
+        http_doc(&[("x", &["10.9.0.1"])]),
+    )
+    .await;
 
     let syncer = SyncerConfig::s3(&s3, prefix, dir.path())
         .env("POLL_INTERVAL", NO_POLL)
@@ -97,12 +135,18 @@ async fn duplicates_reordering_and_garbage_change_nothing() {
     syncer.wait_clusters("other").await;
     put(&s3, prefix, "a.traefik.yaml", v1.clone()).await;
     let etag1 = etag(&s3, "dup/a.traefik.yaml").await;
-    syncer.wait_file("a v1", |t| t.contains("10.0.0.1:80")).await;
+    syncer
+        .wait_file("a v1", |t| t.contains("10.0.0.1:80"))
+        .await;
     put(&s3, prefix, "a.traefik.yaml", v2.clone()).await;
     let etag2 = etag(&s3, "dup/a.traefik.yaml").await;
-    let settled = syncer.wait_file("a v2", |t| t.contains("10.0.0.2:80")).await;
+    let settled = syncer
+        .wait_file("a v2", |t| t.contains("10.0.0.2:80"))
+        .await;
     wait_drained(&queue).await;
-    let writes = syncer.metric("ksd_syncer_writes_total{outcome=\"ok\"}").await;
+    let writes = syncer
+        .metric("ksd_syncer_writes_total{outcome=\"ok\"}")
+        .await;
     let mtime_before = mtime(&syncer.output);
     let bucket = s3.bucket().to_owned();
 
@@ -116,29 +160,59 @@ async fn duplicates_reordering_and_garbage_change_nothing() {
         s3_event(&bucket, "ObjectCreated:Put", key, e2, "00000000000000F2"),
         s3_event(&bucket, "ObjectCreated:Put", key, e1, "00000000000000F1"),
         s3_event(&bucket, "ObjectRemoved:Delete", key, "", "00000000000000F0"),
-        s3_event(&bucket, "ObjectCreated:Put", "elsewhere/a.traefik.yaml", "x", "1"),
-        s3_event(&bucket, "ObjectCreated:Put", "dup/a.backends.yaml", "x", "1"),
-        s3_event(&bucket, "ObjectCreated:Put", "dup_status/a.traefik.yaml", "x", "1"),
+        s3_event(
+            &bucket,
+            "ObjectCreated:Put",
+            "elsewhere/a.traefik.yaml",
+            "x",
+            "1",
+        ),
+        s3_event(
+            &bucket,
+            "ObjectCreated:Put",
+            "dup/a.backends.yaml",
+            "x",
+            "1",
+        ),
+        s3_event(
+            &bucket,
+            "ObjectCreated:Put",
+            "dup_status/a.traefik.yaml",
+            "x",
+            "1",
+        ),
         "this is not an event".to_owned(),
         r#"{"Records":[{"eventName":"ObjectCreated:Put"}]}"#.to_owned(),
     ] {
         queue.send(&body).await.unwrap();
     }
     wait_drained(&queue).await;
-    syncer.wait_metric("ksd_syncer_event_invalid_messages_total", 2.0).await;
+    syncer
+        .wait_metric("ksd_syncer_event_invalid_messages_total", 2.0)
+        .await;
 
     assert_eq!(syncer.read().unwrap(), settled, "the file did not change");
     assert_eq!(mtime(&syncer.output), mtime_before, "nor was it rewritten");
     assert_eq!(
-        syncer.metric("ksd_syncer_writes_total{outcome=\"ok\"}").await,
+        syncer
+            .metric("ksd_syncer_writes_total{outcome=\"ok\"}")
+            .await,
         writes
     );
     assert!(
-        syncer.metric("ksd_syncer_event_records_total{outcome=\"unchanged\"}").await >= 3.0,
+        syncer
+            .metric("ksd_syncer_event_records_total{outcome=\"unchanged\"}")
+            .await
+            >= 3.0,
         "{}",
         syncer.metrics().await
     );
-    assert!(syncer.metric("ksd_syncer_event_records_total{outcome=\"ignored\"}").await >= 3.0);
+    assert!(
+        syncer
+            .metric("ksd_syncer_event_records_total{outcome=\"ignored\"}")
+            .await
+            >= 3.0
+    );
     assert!(syncer.log_count("cannot read a queue message; deleting it") >= 2);
 }
 
@@ -148,8 +222,20 @@ async fn a_deletion_event_drops_the_cluster_only_after_confirming_listings() {
     let prefix = "del/";
     let queue = s3.event_queue(prefix).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    put(&s3, prefix, "a.traefik.yaml", http_doc(&[("web", &["10.0.0.1"])])).await;
-    put(&s3, prefix, "b.traefik.yaml", http_doc(&[("api", &["10.1.0.1"])])).await;
+    put(
+        &s3,
+        prefix,
+        "a.traefik.yaml",
+        http_doc(&[("web", &["10.0.0.1"])]),
+    )
+    .await;
+    put(
+        &s3,
+        prefix,
+        "b.traefik.yaml",
+        http_doc(&[("api", &["10.1.0.1"])]),
+    )
+    .await;
 
     let syncer = SyncerConfig::s3(&s3, prefix, dir.path())
         .env("POLL_INTERVAL", "3s")
@@ -162,7 +248,13 @@ async fn a_deletion_event_drops_the_cluster_only_after_confirming_listings() {
     s3.reset_counts();
     delete(&s3, prefix, "b.traefik.yaml").await;
     // moto does not notify deletions: send what S3 would.
-    let event = s3_event(s3.bucket(), "ObjectRemoved:Delete", "del/b.traefik.yaml", "", "00000000000000FF");
+    let event = s3_event(
+        s3.bucket(),
+        "ObjectRemoved:Delete",
+        "del/b.traefik.yaml",
+        "",
+        "00000000000000FF",
+    );
     queue.send(&event).await.unwrap();
     queue.send(&event).await.unwrap();
 
@@ -176,7 +268,12 @@ async fn a_deletion_event_drops_the_cluster_only_after_confirming_listings() {
         syncer.agent.logs()
     );
     assert!(syncer.log_count("kept until confirmed") >= 2);
-    assert!(syncer.metric("ksd_syncer_event_records_total{outcome=\"handled\"}").await >= 1.0);
+    assert!(
+        syncer
+            .metric("ksd_syncer_event_records_total{outcome=\"handled\"}")
+            .await
+            >= 1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -185,7 +282,13 @@ async fn a_deleted_queue_leaves_polling_working() {
     let prefix = "gone/";
     let queue = s3.event_queue(prefix).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    put(&s3, prefix, "a.traefik.yaml", http_doc(&[("web", &["10.0.0.1"])])).await;
+    put(
+        &s3,
+        prefix,
+        "a.traefik.yaml",
+        http_doc(&[("web", &["10.0.0.1"])]),
+    )
+    .await;
 
     let syncer = SyncerConfig::s3(&s3, prefix, dir.path())
         .env("POLL_INTERVAL", "1s")
@@ -198,7 +301,10 @@ async fn a_deleted_queue_leaves_polling_working() {
     let admin = syncer.admin;
     wait_for("a receive error", QUEUE_WAIT, || async move {
         let text = http_get(admin, "/metrics").await.unwrap_or_default().1;
-        (metric_value(&text, "ksd_syncer_event_queue_errors_total{operation=\"receive\"}") >= 1.0)
+        (metric_value(
+            &text,
+            "ksd_syncer_event_queue_errors_total{operation=\"receive\"}",
+        ) >= 1.0)
             .then_some(())
     })
     .await
@@ -209,7 +315,13 @@ async fn a_deleted_queue_leaves_polling_working() {
     assert_eq!(status, 200, "polling still works: {body}");
     assert!(body.contains("events: failing"), "{body}");
 
-    put(&s3, prefix, "b.traefik.yaml", http_doc(&[("api", &["10.1.0.1"])])).await;
+    put(
+        &s3,
+        prefix,
+        "b.traefik.yaml",
+        http_doc(&[("api", &["10.1.0.1"])]),
+    )
+    .await;
     syncer.wait_clusters("a, b").await;
     assert!(syncer.ready().await);
 }
@@ -220,7 +332,13 @@ async fn a_denied_queue_leaves_polling_working_and_recovers() {
     let prefix = "denied/";
     let queue = s3.event_queue(prefix).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    put(&s3, prefix, "a.traefik.yaml", http_doc(&[("web", &["10.0.0.1"])])).await;
+    put(
+        &s3,
+        prefix,
+        "a.traefik.yaml",
+        http_doc(&[("web", &["10.0.0.1"])]),
+    )
+    .await;
 
     let syncer = SyncerConfig::s3(&s3, prefix, dir.path())
         .env("POLL_INTERVAL", "1s")
@@ -233,15 +351,28 @@ async fn a_denied_queue_leaves_polling_working_and_recovers() {
     let admin = syncer.admin;
     wait_for("a refused receive", QUEUE_WAIT, || async move {
         let text = http_get(admin, "/metrics").await.unwrap_or_default().1;
-        (metric_value(&text, "ksd_syncer_event_queue_errors_total{operation=\"receive\"}") >= 1.0)
+        (metric_value(
+            &text,
+            "ksd_syncer_event_queue_errors_total{operation=\"receive\"}",
+        ) >= 1.0)
             .then_some(())
     })
     .await
     .unwrap();
     assert_eq!(syncer.metric("ksd_syncer_event_queue_up").await, 0.0);
-    assert!(syncer.log_count("AccessDenied") >= 1, "{}", syncer.agent.logs());
+    assert!(
+        syncer.log_count("AccessDenied") >= 1,
+        "{}",
+        syncer.agent.logs()
+    );
 
-    put(&s3, prefix, "b.traefik.yaml", http_doc(&[("api", &["10.1.0.1"])])).await;
+    put(
+        &s3,
+        prefix,
+        "b.traefik.yaml",
+        http_doc(&[("api", &["10.1.0.1"])]),
+    )
+    .await;
     syncer.wait_clusters("a, b").await;
 
     s3.set_sqs_denied(false);

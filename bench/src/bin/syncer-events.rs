@@ -28,7 +28,9 @@ use ksd_testbed::process::Agent;
 use ksd_testbed::s3::S3Fixture;
 
 #[derive(Debug, Parser)]
-#[command(about = "Propagation of the ksd-syncer binary with S3 event notifications, against polling and the floor")]
+#[command(
+    about = "Propagation of the ksd-syncer binary with S3 event notifications, against polling and the floor"
+)]
 struct Args {
     /// Clusters
     #[arg(long, default_value_t = 5)]
@@ -205,6 +207,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let merged = std::fs::read(dir.path().join(OUTPUT_FILE)).context("the merged file")?;
     println!("merged file: {} bytes", merged.len());
+    line("events on (POLL_INTERVAL=60s): upload done -> file", &events);
 
     // 2. Polling.
     let mut polls = Vec::new();
@@ -225,13 +228,21 @@ async fn main() -> anyhow::Result<()> {
         }
         .measure(dir.path())
         .await?;
+        line(
+            &format!("POLL_INTERVAL={}: upload done -> file", ms(interval)),
+            &samples,
+        );
         polls.push((interval, samples));
     }
 
     // 3. The floor: PUT, receive, GET, write, through the same proxy as the syncer.
     let floor_queue = fixture.event_queue("floor/").await?;
     // Drain the test event.
-    while !floor_queue.receive(Duration::from_secs(1)).await?.is_empty() {}
+    while !floor_queue
+        .receive(Duration::from_secs(1))
+        .await?
+        .is_empty()
+    {}
     let proxy = fixture.proxy_client();
     let bucket = fixture.bucket().to_owned();
     let floor_dir = tempfile::tempdir().context("a directory for the floor's writes")?;
@@ -250,7 +261,13 @@ async fn main() -> anyhow::Result<()> {
                     let mut found = None;
                     for (body, receipt) in messages {
                         receiver.delete_message(&receipt).await?;
-                        if body.contains(&key) {
+                        let ours = match ksd_syncer::events::parse_message(&body) {
+                            Ok(ksd_syncer::events::Message::Records(records)) => {
+                                records.iter().any(|r| r.key == key)
+                            }
+                            _ => false,
+                        };
+                        if ours {
                             found = Some(Instant::now());
                         }
                     }
@@ -261,6 +278,11 @@ async fn main() -> anyhow::Result<()> {
             }
         };
         let start = Instant::now();
+        let waiting = async {
+            tokio::time::timeout(Duration::from_secs(30), waiting)
+                .await
+                .context("no notification for the floor's PUT within 30 s")?
+        };
         let (received, put) = tokio::join!(waiting, async {
             upload(&proxy, &bucket, &key, bytes).await?;
             anyhow::Ok(Instant::now())
@@ -292,10 +314,16 @@ async fn main() -> anyhow::Result<()> {
         totals.push(written - start);
     }
 
-    line("events on (POLL_INTERVAL=60s): upload done -> file", &events);
+    line(
+        "events on (POLL_INTERVAL=60s): upload done -> file",
+        &events,
+    );
     for (interval, samples) in &polls {
         line(
-            &format!("events off, POLL_INTERVAL={}: upload done -> file", ms(*interval)),
+            &format!(
+                "events off, POLL_INTERVAL={}: upload done -> file",
+                ms(*interval)
+            ),
             samples,
         );
     }
