@@ -591,6 +591,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn fifos_are_skipped_and_files_over_the_limit_never_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = storage(tmp.path()).await.with_max_object_bytes(1024);
+        put(&s, "a.traefik.yaml", "small", PutCondition::None).await;
+        let status = std::process::Command::new("mkfifo")
+            .arg(tmp.path().join("fifo.traefik.yaml"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let huge = File::create(tmp.path().join("huge.traefik.yaml")).unwrap();
+        huge.set_len(300 * 1024 * 1024).unwrap();
+
+        let listed = s.list().await.unwrap();
+        let keys: Vec<&str> = listed.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["a.traefik.yaml", "huge.traefik.yaml"]);
+        assert_eq!(listed[1].size, 300 * 1024 * 1024, "the real size, unread");
+        assert!(listed[1].etag.starts_with("\"unread-"), "{}", listed[1].etag);
+        let again = s.list().await.unwrap();
+        assert_eq!(again[1].etag, listed[1].etag, "stable while unchanged");
+
+        assert!(matches!(
+            s.get("huge.traefik.yaml", None).await,
+            Err(StorageError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            s.get("fifo.traefik.yaml", None).await.unwrap(),
+            Fetched::Missing
+        ));
+    }
+
+    #[tokio::test]
     async fn list_shows_only_visible_regular_files() {
         let tmp = tempfile::tempdir().unwrap();
         let s = storage(tmp.path()).await;
