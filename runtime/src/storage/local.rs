@@ -146,7 +146,8 @@ impl LocalStorage {
         let dir = Arc::clone(&self.dir);
         let owned_key = key.to_owned();
         let metadata = metadata.clone();
-        blocking(move || write_object(&dir, &owned_key, &bytes, &metadata, &condition))
+        let limit = self.read_limit;
+        blocking(move || write_object(&dir, &owned_key, &bytes, &metadata, &condition, limit))
             .await
             .map_err(|err| StorageError::Put {
                 location: self.location(),
@@ -339,14 +340,26 @@ fn write_object(
     bytes: &[u8],
     metadata: &BTreeMap<String, String>,
     condition: &PutCondition,
+    read_limit: u64,
 ) -> io::Result<PutOutcome> {
     let path = dir.join(key);
     // Held until the object is in place, so check-then-write is atomic for every writer that
     // goes through this code, in any process.
     let _lock = lock_dir(dir)?;
-    let current = match fs::read(&path) {
-        Ok(bytes) => Some(etag_of(&bytes)),
+    // Bounded and non-blocking like every read: the ETag a listing would give.
+    let current = match bounded::open_nonblocking(&path) {
+        Ok(file) => {
+            let meta = file.metadata()?;
+            match bounded::read_open_file(file, read_limit)? {
+                BoundedRead::Read { bytes, .. } => Some(etag_of(&bytes)),
+                BoundedRead::TooLarge { size, .. } => Some(metadata_etag(&meta, size)),
+                // Something that is not an object (a FIFO): replaced by the rename.
+                BoundedRead::NotRegular => Some(String::new()),
+                BoundedRead::Missing => None,
+            }
+        }
         Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+        Err(err) if err.raw_os_error() == Some(libc::ENXIO) => Some(String::new()),
         Err(err) => return Err(err),
     };
     let holds = match condition {
