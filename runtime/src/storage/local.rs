@@ -620,7 +620,11 @@ mod tests {
         let keys: Vec<&str> = listed.iter().map(|o| o.key.as_str()).collect();
         assert_eq!(keys, ["a.traefik.yaml", "huge.traefik.yaml"]);
         assert_eq!(listed[1].size, 300 * 1024 * 1024, "the real size, unread");
-        assert!(listed[1].etag.starts_with("\"unread-"), "{}", listed[1].etag);
+        assert!(
+            listed[1].etag.starts_with("\"unread-"),
+            "{}",
+            listed[1].etag
+        );
         let again = s.list().await.unwrap();
         assert_eq!(again[1].etag, listed[1].etag, "stable while unchanged");
 
