@@ -12,6 +12,11 @@
 //! - [`state`]: the pure core. [`state::State`] remembers every cluster's last good document
 //!   and decides what to fetch, what the answers mean and what the file should hold.
 //! - [`output`]: the output file: atomic replacement, temporary-file hygiene, change detection.
+//! - [`guard`]: what no cluster may put in the file: servers the address policy refuses
+//!   ([`ksd_shared::policy`], per cluster) and services named like the administrator's own;
+//!   [`admin_files`] reads those names from `TRAEFIK_DIR`.
+//! - [`restore`]: each cluster's last served document, rebuilt at start from the file the
+//!   previous run wrote.
 //! - [`events`]: bucket event notifications from SQS (`S3_EVENT_QUEUE_URL`): what a message
 //!   says, and the task that receives them.
 //! - `sync`: the one task that performs the I/O the state asks for, with timeouts, backoff and

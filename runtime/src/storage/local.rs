@@ -146,7 +146,8 @@ impl LocalStorage {
         let dir = Arc::clone(&self.dir);
         let owned_key = key.to_owned();
         let metadata = metadata.clone();
-        blocking(move || write_object(&dir, &owned_key, &bytes, &metadata, &condition))
+        let limit = self.read_limit;
+        blocking(move || write_object(&dir, &owned_key, &bytes, &metadata, &condition, limit))
             .await
             .map_err(|err| StorageError::Put {
                 location: self.location(),
@@ -339,14 +340,26 @@ fn write_object(
     bytes: &[u8],
     metadata: &BTreeMap<String, String>,
     condition: &PutCondition,
+    read_limit: u64,
 ) -> io::Result<PutOutcome> {
     let path = dir.join(key);
     // Held until the object is in place, so check-then-write is atomic for every writer that
     // goes through this code, in any process.
     let _lock = lock_dir(dir)?;
-    let current = match fs::read(&path) {
-        Ok(bytes) => Some(etag_of(&bytes)),
+    // Bounded and non-blocking like every read: the ETag a listing would give.
+    let current = match bounded::open_nonblocking(&path) {
+        Ok(file) => {
+            let meta = file.metadata()?;
+            match bounded::read_open_file(file, read_limit)? {
+                BoundedRead::Read { bytes, .. } => Some(etag_of(&bytes)),
+                BoundedRead::TooLarge { size, .. } => Some(metadata_etag(&meta, size)),
+                // Something that is not an object (a FIFO): replaced by the rename.
+                BoundedRead::NotRegular => Some(String::new()),
+                BoundedRead::Missing => None,
+            }
+        }
         Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+        Err(err) if err.raw_os_error() == Some(libc::ENXIO) => Some(String::new()),
         Err(err) => return Err(err),
     };
     let holds = match condition {
@@ -588,6 +601,41 @@ mod tests {
             PutOutcome::PreconditionFailed
         );
         assert_eq!(fs::read(tmp.path().join("k")).unwrap(), b"two");
+    }
+
+    #[tokio::test]
+    async fn fifos_are_skipped_and_files_over_the_limit_never_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = storage(tmp.path()).await.with_max_object_bytes(1024);
+        put(&s, "a.traefik.yaml", "small", PutCondition::None).await;
+        let status = std::process::Command::new("mkfifo")
+            .arg(tmp.path().join("fifo.traefik.yaml"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let huge = File::create(tmp.path().join("huge.traefik.yaml")).unwrap();
+        huge.set_len(300 * 1024 * 1024).unwrap();
+
+        let listed = s.list().await.unwrap();
+        let keys: Vec<&str> = listed.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["a.traefik.yaml", "huge.traefik.yaml"]);
+        assert_eq!(listed[1].size, 300 * 1024 * 1024, "the real size, unread");
+        assert!(
+            listed[1].etag.starts_with("\"unread-"),
+            "{}",
+            listed[1].etag
+        );
+        let again = s.list().await.unwrap();
+        assert_eq!(again[1].etag, listed[1].etag, "stable while unchanged");
+
+        assert!(matches!(
+            s.get("huge.traefik.yaml", None).await,
+            Err(StorageError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            s.get("fifo.traefik.yaml", None).await.unwrap(),
+            Fetched::Missing
+        ));
     }
 
     #[tokio::test]
