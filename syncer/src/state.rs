@@ -206,25 +206,7 @@ fn age(now: SystemTime, last_modified: Option<SystemTime>) -> Option<Duration> {
 
 /// Servers in a document, all protocols.
 pub fn count_servers(document: &Document) -> usize {
-    let http = document.http.as_ref().map_or(0, |s| {
-        s.services
-            .values()
-            .map(|svc| svc.load_balancer.servers.len())
-            .sum()
-    });
-    let tcp = document.tcp.as_ref().map_or(0, |s| {
-        s.services
-            .values()
-            .map(|svc| svc.load_balancer.servers.len())
-            .sum()
-    });
-    let udp = document.udp.as_ref().map_or(0, |s| {
-        s.services
-            .values()
-            .map(|svc| svc.load_balancer.servers.len())
-            .sum()
-    });
-    http + tcp + udp
+    document.server_count()
 }
 
 impl State {
