@@ -530,7 +530,8 @@ udp:
           - address: \"10.0.0.4:53\"
 ";
     let b = http_doc(&[("web", &["10.1.0.1"])]);
-    let schema_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../checks/schemas");
+    let schema_dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../checks/schemas");
     for (version, prefix) in [("v3", "schema-v3/"), ("v2", "schema-v2/")] {
         put(&s3, prefix, "a.traefik.yaml", a).await;
         put(&s3, prefix, "b.traefik.yaml", b.clone()).await;
