@@ -24,7 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
-use ksd_runtime::storage::ObjectInfo;
+use ksd_runtime::storage::{ObjectInfo, same_etag};
 use ksd_shared::merge::{self, ClusterDocument, Conflict};
 use ksd_shared::names::{self, ClusterName, ObjectFormat};
 use ksd_shared::traefik::{self, Document, Limits, TraefikVersion};
@@ -189,14 +189,6 @@ fn classify(info: &ObjectInfo) -> Entry<'_> {
         Ok((_, _)) => Entry::Ignored,
         Err(error) => Entry::Invalid(error.to_string()),
     }
-}
-
-/// S3 ETags are quoted, and some stores mark them weak; the comparison ignores both.
-fn same_etag(a: &str, b: &str) -> bool {
-    fn bare(etag: &str) -> &str {
-        etag.trim().trim_start_matches("W/").trim_matches('"')
-    }
-    bare(a) == bare(b)
 }
 
 fn age(now: SystemTime, last_modified: Option<SystemTime>) -> Option<Duration> {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use super::{
     ErrorClass, Fetched, Object, ObjectInfo, PutCondition, PutOutcome, StorageError, StorageUrl,
+    same_etag,
 };
 
 /// Serialises conditional writes of every process that shares the directory.
@@ -193,14 +194,6 @@ fn sidecar_name(key: &str) -> String {
 /// The ETag of a local object: its content hash, quoted as S3 quotes ETags.
 fn etag_of(bytes: &[u8]) -> String {
     format!("\"{}\"", ksd_shared::content_hash(bytes))
-}
-
-/// Compares ETags the way a server would, tolerating missing quotes and weak markers.
-fn same_etag(a: &str, b: &str) -> bool {
-    fn bare(tag: &str) -> &str {
-        tag.trim().trim_start_matches("W/").trim_matches('"')
-    }
-    bare(a) == bare(b)
 }
 
 fn list_dir(dir: &Path) -> io::Result<Vec<ObjectInfo>> {
