@@ -42,6 +42,12 @@ impl<T> FromStrVisitor<T> {
     }
 }
 
+impl<T> Default for FromStrVisitor<T> {
+    fn default() -> Self {
+        FromStrVisitor::new()
+    }
+}
+
 impl<T> serde::de::Visitor<'_> for FromStrVisitor<T>
 where
     T: FromStr,
@@ -237,18 +243,19 @@ impl fmt::Display for ServerUrl {
 
 text_serde!(ServerUrl);
 
-/// Compares with the text Traefik reads (`"http://10.0.0.1:80"`), for tests and lookups.
+/// Compares with text Traefik reads (`"http://10.0.0.1:80"`): equal when the text is a valid
+/// value and that value is this one. For tests and lookups.
 macro_rules! eq_text {
     ($type:ty) => {
         impl PartialEq<str> for $type {
             fn eq(&self, other: &str) -> bool {
-                self.to_string() == other
+                other.parse::<$type>().is_ok_and(|value| value == *self)
             }
         }
 
         impl PartialEq<&str> for $type {
             fn eq(&self, other: &&str) -> bool {
-                self.to_string() == *other
+                *self == **other
             }
         }
     };
