@@ -10,8 +10,11 @@
 //! - [`telemetry`]: `tracing` set-up (`RUST_LOG`, text or JSON).
 //! - [`shutdown`]: SIGTERM/SIGINT to a `CancellationToken`; a second signal forces the exit.
 //! - [`backoff`]: capped exponential backoff with full jitter.
+//! - [`atomic`]: replacing a file atomically and durably (temp file, fsync, rename), as both
+//!   agents write files.
 
 pub mod admin;
+pub mod atomic;
 pub mod backoff;
 pub mod cli;
 pub mod shutdown;
