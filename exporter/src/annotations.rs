@@ -19,9 +19,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::time::Duration;
 
 use ksd_shared::backend::{HealthCheck, HttpOptions, SameSite, Scheme, StickyCookie};
+use ksd_shared::traefik::{CookieName, HealthPath, ProbeDuration};
 
 /// Prefix of every annotation the exporter reads.
 pub const PREFIX: &str = "k8s-service-discovery/";
@@ -80,9 +80,9 @@ where
     let mut problems = Vec::new();
     let mut sticky: Option<StickyCookie> = None;
     let mut sticky_attributes: Vec<(&str, StickyAttribute)> = Vec::new();
-    let mut health_path: Option<String> = None;
-    let mut health_interval: Option<(&str, Duration)> = None;
-    let mut health_timeout: Option<(&str, Duration)> = None;
+    let mut health_path: Option<HealthPath> = None;
+    let mut health_interval: Option<(&str, ProbeDuration)> = None;
+    let mut health_timeout: Option<(&str, ProbeDuration)> = None;
 
     for (key, raw) in annotations {
         let Some(name) = key.strip_prefix(PREFIX) else {
@@ -134,11 +134,11 @@ where
                 Ok(path) => health_path = Some(path),
                 Err(reason) => problem(reason),
             },
-            HEALTH_CHECK_INTERVAL => match parse_positive_duration(value) {
+            HEALTH_CHECK_INTERVAL => match parse_probe_duration(value) {
                 Ok(d) => health_interval = Some((key, d)),
                 Err(reason) => problem(reason),
             },
-            HEALTH_CHECK_TIMEOUT => match parse_positive_duration(value) {
+            HEALTH_CHECK_TIMEOUT => match parse_probe_duration(value) {
                 Ok(d) => health_timeout = Some((key, d)),
                 Err(reason) => problem(reason),
             },
@@ -253,7 +253,9 @@ fn parse_same_site(value: &str) -> Result<SameSite, String> {
     }
 }
 
-/// `true`: a cookie Traefik names itself; `false`: no stickiness; else the cookie's name.
+/// `true`: a cookie Traefik names itself; `false`: no stickiness; else the cookie's name, with
+/// the syncer's own rule ([`CookieName`]), so that a name it would refuse never gets the whole
+/// cluster document rejected there.
 fn parse_sticky(value: &str) -> Result<Option<StickyCookie>, String> {
     if value.eq_ignore_ascii_case("false") {
         return Ok(None);
@@ -264,57 +266,21 @@ fn parse_sticky(value: &str) -> Result<Option<StickyCookie>, String> {
     if value.is_empty() {
         return Err("empty value (true, false or a cookie name)".to_owned());
     }
-    // The syncer accepts `[A-Za-z0-9_-]`, 1-256 characters (a subset of the HTTP token
-    // characters that no browser or proxy mangles); anything else would get the whole cluster
-    // document rejected there.
-    if value.len() > 256 {
-        return Err("the cookie name is longer than 256 characters".to_owned());
-    }
-    if let Some(bad) = value.chars().find(|c| !is_cookie_name_char(*c)) {
-        return Err(format!(
-            "{value:?} is not a valid cookie name ({bad:?} is not allowed; use A-Z, a-z, 0-9, '-', '_')"
-        ));
-    }
+    let name = value.parse::<CookieName>().map_err(|e| e.to_string())?;
     Ok(Some(StickyCookie {
-        name: Some(value.to_owned()),
+        name: Some(name),
         ..StickyCookie::default()
     }))
 }
 
-fn is_cookie_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+/// An absolute path of URL path and query characters ([`HealthPath`]).
+fn parse_path(value: &str) -> Result<HealthPath, String> {
+    value.parse::<HealthPath>().map_err(|e| e.to_string())
 }
 
-fn parse_path(value: &str) -> Result<String, String> {
-    if !value.starts_with('/') {
-        return Err(format!(
-            "{value:?} is not an absolute path (it must start with /)"
-        ));
-    }
-    if value.len() > 1024 {
-        return Err("the path is longer than 1024 characters".to_owned());
-    }
-    // URL path and query characters only (RFC 3986; others must be percent-encoded): no
-    // spaces, quotes or braces, which also keeps Go template syntax out of Traefik's files.
-    if let Some(bad) = value.chars().find(|c| !is_path_char(*c)) {
-        return Err(format!(
-            "{value:?} contains {bad:?}; a path holds URL path and query characters only \
-             (percent-encode others)"
-        ));
-    }
-    Ok(value.to_owned())
-}
-
-fn is_path_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/?%".contains(c)
-}
-
-fn parse_positive_duration(value: &str) -> Result<Duration, String> {
-    let d = ksd_shared::parse_duration(value)?;
-    if d.is_zero() {
-        return Err(format!("{value:?} must be longer than zero"));
-    }
-    Ok(d)
+/// Go's duration grammar within the health-check bounds ([`ProbeDuration`]).
+fn parse_probe_duration(value: &str) -> Result<ProbeDuration, String> {
+    ProbeDuration::parse(value).map_err(|e| e.to_string())
 }
 
 fn parse_port_list(value: &str) -> Result<BTreeSet<String>, String> {
@@ -406,7 +372,7 @@ mod tests {
         assert_eq!(
             options.http.sticky_cookie,
             Some(StickyCookie {
-                name: Some("route".to_owned()),
+                name: Some("route".parse().unwrap()),
                 secure: Some(true),
                 http_only: Some(true),
                 same_site: Some(SameSite::Lax),
@@ -415,9 +381,9 @@ mod tests {
         assert_eq!(
             options.http.health_check,
             Some(HealthCheck {
-                path: "/healthz".to_owned(),
-                interval: Some(Duration::from_secs(10)),
-                timeout: Some(Duration::from_millis(500)),
+                path: "/healthz".parse().unwrap(),
+                interval: Some("10s".parse().unwrap()),
+                timeout: Some("500ms".parse().unwrap()),
             })
         );
     }
@@ -523,7 +489,7 @@ mod tests {
         assert_eq!(
             options.http.health_check,
             Some(HealthCheck {
-                path: "/ready".to_owned(),
+                path: "/ready".parse().unwrap(),
                 interval: None,
                 timeout: None,
             })

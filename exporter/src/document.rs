@@ -100,13 +100,15 @@ pub fn build(
     for format in formats {
         let bytes = match format {
             ObjectFormat::Traefik => {
-                let doc = traefik::document_from_backends(backends);
-                // Checked here with the syncer's rules, so that a document the syncer would
-                // reject is never published (the previous one stays in place instead).
-                traefik::validate(&doc).map_err(|source| DocumentBuildError::Invalid {
+                // Checked here with the syncer's rules (the typed values when built, the rules
+                // across them by `validate`), so that a document the syncer would reject is
+                // never published (the previous one stays in place instead).
+                let invalid = |source| DocumentBuildError::Invalid {
                     cluster: cluster.to_string(),
                     source,
-                })?;
+                };
+                let doc = traefik::document_from_backends(backends).map_err(invalid)?;
+                traefik::validate(&doc).map_err(invalid)?;
                 // The exporter only emits fields Traefik v2.11 and v3 both accept; rendering for
                 // v2 keeps it that way whatever the syncer targets.
                 traefik::render(&doc, TraefikVersion::V2, &header(cluster)).bytes

@@ -942,8 +942,6 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::testing::{service, slice};
     use super::*;
     use ksd_shared::backend::{HealthCheck, StickyCookie};
@@ -1401,8 +1399,8 @@ mod tests {
         assert_eq!(
             http.options.health_check,
             Some(HealthCheck {
-                path: "/healthz".into(),
-                interval: Some(Duration::from_secs(5)),
+                path: "/healthz".parse().unwrap(),
+                interval: Some("5s".parse().unwrap()),
                 timeout: None
             })
         );

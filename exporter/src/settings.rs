@@ -12,7 +12,7 @@ use ksd_runtime::cli::{
 };
 use ksd_runtime::storage::{S3Options, StorageUrl};
 use ksd_runtime::telemetry::LogFormat;
-use ksd_shared::names::{ClusterName, NameError, NameTemplate, ObjectFormat};
+use ksd_shared::names::{ClusterName, NameError, NameTemplate, ObjectFormat, is_dns_label};
 
 pub const DEFAULT_LABEL_SELECTOR: &str = "k8s-service-discovery";
 pub const DEFAULT_DEBOUNCE: &str = "1s";
@@ -408,15 +408,6 @@ fn parse_formats(raw: &str) -> Result<Vec<ObjectFormat>, SettingsError> {
     }
     formats.sort();
     Ok(formats)
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 /// Checks a Kubernetes label selector (`key`, `!key`, `key=value`, `key==value`, `key!=value`,

@@ -10,12 +10,15 @@
 //! - [`telemetry`]: `tracing` set-up (`RUST_LOG`, text or JSON).
 //! - [`shutdown`]: SIGTERM/SIGINT to a `CancellationToken`; a second signal forces the exit.
 //! - [`backoff`]: capped exponential backoff with full jitter.
+//! - [`atomic`]: replacing a file atomically and durably (temp file, fsync, rename), as both
+//!   agents write files.
 //! - [`healthcheck`]: the `healthcheck` subcommand, a client of `/readyz` for container health
 //!   checks in images without a shell or HTTP client.
 //! - [`process`]: process metrics (resident memory) read at scrape time.
 //! - [`timing`]: a drop-guard timer for latency histograms.
 
 pub mod admin;
+pub mod atomic;
 pub mod backoff;
 pub mod cli;
 pub mod healthcheck;

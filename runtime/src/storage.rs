@@ -450,10 +450,31 @@ fn validate_key(key: &str) -> Result<(), StorageError> {
     })
 }
 
+/// Whether two ETags name the same object version, compared the way a server would:
+/// tolerating missing quotes and weak markers (`W/"abc"` is `"abc"` is `abc`). The one ETag
+/// rule of the workspace: the local store's conditional writes and the syncer's "already
+/// processed" check both use it.
+pub fn same_etag(a: &str, b: &str) -> bool {
+    bare_etag(a) == bare_etag(b)
+}
+
+/// An ETag without quotes or weak marker: the form [`same_etag`] compares.
+pub fn bare_etag(tag: &str) -> &str {
+    tag.trim().trim_start_matches("W/").trim_matches('"')
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
+
+    #[test]
+    fn etags_compare_without_quotes_or_weak_markers() {
+        assert!(same_etag("\"abc\"", "abc"));
+        assert!(same_etag("W/\"abc\"", " \"abc\" "));
+        assert!(!same_etag("\"abc\"", "\"abd\""));
+        assert!(!same_etag("", "\"abc\""));
+    }
 
     #[test]
     fn keys_must_be_plain_file_names() {

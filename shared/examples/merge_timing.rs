@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ksd_shared::merge::{ClusterDocument, merge};
 use ksd_shared::names::ClusterName;
 use ksd_shared::traefik::{
-    Document, HttpLoadBalancer, HttpSection, HttpServer, HttpService, TraefikVersion,
+    Document, HttpLoadBalancer, HttpSection, HttpServer, HttpService, ServiceName, TraefikVersion,
     parse_merged_document, render,
 };
 
@@ -22,11 +22,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for s in 0..SERVICES {
             let url = format!("http://10.{}.{}.{}:8080", c, s / 250, s % 250);
             let load_balancer = HttpLoadBalancer {
-                servers: vec![HttpServer { url }],
+                servers: vec![HttpServer {
+                    url: url.parse().expect("a valid URL"),
+                }],
                 ..HttpLoadBalancer::default()
             };
             services.insert(
-                format!("ns{}-svc{s}-http", s % 40),
+                ServiceName::parse(&format!("ns{}-svc{s}-http", s % 40)).expect("a valid name"),
                 HttpService { load_balancer },
             );
         }

@@ -2,9 +2,11 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::duration::ProbeDuration;
+use crate::traefik::{CookieName, HealthPath, ServerAddress, ServerUrl, ValueError};
 
 /// How Traefik talks to a backend: which `*.services` section it lands in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -13,6 +15,17 @@ pub enum Protocol {
     Http,
     Tcp,
     Udp,
+}
+
+impl Protocol {
+    /// `http`, `tcp` or `udp`: the section of a Traefik document it lands in.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
 }
 
 /// URL scheme of an HTTP backend's servers. Only the schemes Traefik accepts.
@@ -54,6 +67,17 @@ impl Target {
     pub fn url(&self, scheme: Scheme) -> String {
         format!("{}://{}", scheme.as_str(), self.address())
     }
+
+    /// The typed server address; refused for port 0.
+    pub fn server_address(&self) -> Result<ServerAddress, ValueError> {
+        ServerAddress::new(self.ip, self.port)
+    }
+
+    /// The typed server URL; refused for port 0.
+    pub fn server_url(&self, scheme: Scheme) -> Result<ServerUrl, ValueError> {
+        self.server_address()
+            .map(|address| ServerUrl::new(scheme, address))
+    }
 }
 
 /// `SameSite` attribute of a sticky cookie.
@@ -70,7 +94,7 @@ pub enum SameSite {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct StickyCookie {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub name: Option<CookieName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secure: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,23 +103,16 @@ pub struct StickyCookie {
     pub same_site: Option<SameSite>,
 }
 
-/// Active health check (fields valid in both Traefik v2.11 and v3).
+/// Active health check (fields valid in both Traefik v2.11 and v3). Durations are
+/// [`ProbeDuration`]s: Go's grammar, 1 ms to 24 h, always written with a unit.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HealthCheck {
-    pub path: String,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "opt_duration"
-    )]
-    pub interval: Option<Duration>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "opt_duration"
-    )]
-    pub timeout: Option<Duration>,
+    pub path: HealthPath,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<ProbeDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<ProbeDuration>,
 }
 
 /// Per-service options of an HTTP backend. TCP and UDP backends carry none.
@@ -156,37 +173,4 @@ pub struct Backend {
 pub struct BackendsDocument {
     pub cluster: String,
     pub backends: Vec<Backend>,
-}
-
-/// Durations as humantime strings with units (`"10s"`, `"500ms"`), never bare integers:
-/// Traefik v3 reads a bare integer as seconds, v2 as nanoseconds.
-pub mod opt_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(d) => s.serialize_str(&humantime_like(*d)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let raw: Option<String> = Option::deserialize(d)?;
-        raw.map(|s| crate::parse_duration(&s).map_err(serde::de::Error::custom))
-            .transpose()
-    }
-
-    /// The shortest exact rendering in one unit Traefik's Go `time.ParseDuration` reads.
-    pub fn humantime_like(d: Duration) -> String {
-        let ms = d.as_millis();
-        if !d.subsec_nanos().is_multiple_of(1_000_000) {
-            format!("{}ns", d.as_nanos())
-        } else if !ms.is_multiple_of(1000) {
-            format!("{ms}ms")
-        } else {
-            format!("{}s", d.as_secs())
-        }
-    }
 }

@@ -11,6 +11,8 @@
 //!   writes: [`traefik::document_from_backends`], deterministic rendering ([`traefik::render`]),
 //!   strict parsing and validation ([`traefik::parse_cluster_document`] for cluster documents,
 //!   [`traefik::parse_merged_document`] for the merged file).
+//! - [`duration`]: Go's `time.ParseDuration` grammar and range ([`duration::GoDuration`]), the
+//!   health-check bounds ([`duration::ProbeDuration`]) and the settings' [`parse_duration`].
 //! - [`merge`]: many clusters' documents into one ([`merge::merge`]): a union pool per service
 //!   name plus one pool per cluster, with a report of every conflict.
 
@@ -18,6 +20,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod backend;
+pub mod duration;
 pub mod merge;
 pub mod names;
 pub mod policy;
@@ -29,54 +32,4 @@ pub fn content_hash(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Parses a duration written with units: `500ms`, `5s`, `5m`, `1h`, `1m30s` (units `ns`, `us`,
-/// `ms`, `s`, `m`, `h`). A bare number is refused: the unit is never guessed.
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let s = text.trim();
-    if s.is_empty() {
-        return Err("empty duration".to_owned());
-    }
-    let mut total: u128 = 0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!(
-                "invalid duration {text:?}: expected a number at {rest:?}"
-            ));
-        }
-        let number: u128 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("invalid duration {text:?}: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let nanos_per_unit: u128 = match &rest[..unit_len] {
-            "ns" => 1,
-            "us" | "µs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            "" => {
-                return Err(format!(
-                    "invalid duration {text:?}: a unit is required (ms, s, m, h), e.g. \"5s\""
-                ));
-            }
-            other => return Err(format!("invalid duration {text:?}: unknown unit {other:?}")),
-        };
-        rest = &rest[unit_len..];
-        total = number
-            .checked_mul(nanos_per_unit)
-            .and_then(|n| total.checked_add(n))
-            .ok_or_else(|| format!("invalid duration {text:?}: too large"))?;
-    }
-    let secs = u64::try_from(total / 1_000_000_000)
-        .map_err(|_| format!("invalid duration {text:?}: too large"))?;
-    // The remainder is < 1e9 and always fits.
-    let nanos = (total % 1_000_000_000) as u32;
-    Ok(std::time::Duration::new(secs, nanos))
-}
+pub use duration::parse_duration;

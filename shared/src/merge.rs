@@ -14,10 +14,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+use crate::backend::Protocol;
 use crate::names::{ClusterName, pool_name};
 use crate::traefik::{
-    AddressLoadBalancer, AddressServer, Document, HttpLoadBalancer, HttpSection, HttpServer,
-    HttpService, Section, TcpSection, TcpService, UdpSection, UdpService,
+    AddressLoadBalancer, Document, HttpLoadBalancer, HttpService, Section, Service, ServiceName,
 };
 
 /// One cluster's last good document.
@@ -87,22 +87,24 @@ impl fmt::Display for Conflict {
     }
 }
 
-/// One cluster's service of some name.
+/// One cluster's service of some name: HTTP, or TCP/UDP by address.
 enum Export<'a> {
     Http(&'a HttpService),
-    Tcp(&'a TcpService),
-    Udp(&'a UdpService),
+    Address(Protocol, &'a Service<AddressLoadBalancer>),
 }
 
 impl Export<'_> {
-    fn section(&self) -> Section {
+    fn protocol(&self) -> Protocol {
         match self {
-            Export::Http(_) => Section::Http,
-            Export::Tcp(_) => Section::Tcp,
-            Export::Udp(_) => Section::Udp,
+            Export::Http(_) => Protocol::Http,
+            Export::Address(protocol, _) => *protocol,
         }
     }
 }
+
+/// Every name with its exporters, in cluster-name order: the first exporter settles the
+/// union pool.
+type Exports<'a> = HashMap<&'a ServiceName, Vec<(&'a ClusterName, Export<'a>)>>;
 
 /// Merges the clusters' documents into one.
 ///
@@ -114,21 +116,19 @@ pub fn merge(clusters: &[ClusterDocument]) -> Merged {
     let mut ordered: Vec<&ClusterDocument> = clusters.iter().collect();
     ordered.sort_by(|a, b| a.cluster.cmp(&b.cluster));
 
-    // Every name with its exporters, in cluster-name order: the first exporter settles the
-    // union pool.
-    let mut exports: HashMap<&str, Vec<(&ClusterName, Export<'_>)>> = HashMap::new();
+    let mut exports: Exports<'_> = HashMap::new();
     for ClusterDocument { cluster, document } in ordered {
+        let mut add = |name, export| exports.entry(name).or_default().push((cluster, export));
         for (name, service) in document.http.iter().flat_map(|s| s.services.iter()) {
-            let entry = exports.entry(name.as_str()).or_default();
-            entry.push((cluster, Export::Http(service)));
+            add(name, Export::Http(service));
         }
-        for (name, service) in document.tcp.iter().flat_map(|s| s.services.iter()) {
-            let entry = exports.entry(name.as_str()).or_default();
-            entry.push((cluster, Export::Tcp(service)));
-        }
-        for (name, service) in document.udp.iter().flat_map(|s| s.services.iter()) {
-            let entry = exports.entry(name.as_str()).or_default();
-            entry.push((cluster, Export::Udp(service)));
+        for (protocol, section) in [
+            (Protocol::Tcp, &document.tcp),
+            (Protocol::Udp, &document.udp),
+        ] {
+            for (name, service) in section.iter().flat_map(|s| s.services.iter()) {
+                add(name, Export::Address(protocol, service));
+            }
         }
     }
     // NB: at 50 clusters x 2,000 services, inserting 100,000 pools one by one into ordered maps
@@ -136,101 +136,106 @@ pub fn merge(clusters: &[ClusterDocument]) -> Merged {
     // the order of `<name>.`, which puts the pools (`<name>.<cluster>`, clusters sorted) in
     // exactly the maps' order; union pools go to their own vectors. Each map is then built once
     // from two sorted runs, which the sort merges in linear time before a bulk build.
-    let mut names: Vec<&str> = exports.keys().copied().collect();
+    let mut names: Vec<&ServiceName> = exports.keys().copied().collect();
     names.sort_unstable_by(|a, b| pool_prefix(a).cmp(pool_prefix(b)));
 
-    let mut http = Pools::default();
-    let mut tcp = Pools::default();
-    let mut udp = Pools::default();
-    let mut conflicts = Vec::new();
+    let mut out = Output::default();
     for name in names {
-        let Some(exporters) = exports.get(name) else {
-            continue;
-        };
-        let Some((winner, first)) = exporters.first() else {
-            continue;
-        };
-        let section = first.section();
-        let mut servers: Vec<&str> = Vec::new();
-        for (cluster, export) in exporters {
-            let pool = pool_name(name, cluster);
-            let conflict = |kind| Conflict {
-                service: name.to_owned(),
-                kind,
-                winner: (*winner).clone(),
-                loser: (*cluster).clone(),
-            };
-            if export.section() != section {
-                conflicts.push(conflict(ConflictKind::Protocol));
-            }
-            match export {
-                Export::Http(service) => {
-                    if section == Section::Http {
-                        let lb = &service.load_balancer;
-                        servers.extend(lb.servers.iter().map(|s| s.url.as_str()));
-                        if let Export::Http(first) = first
-                            && !first.load_balancer.same_options(lb)
-                        {
-                            conflicts.push(conflict(ConflictKind::Options));
-                        }
-                    }
-                    http.pools.push((pool, (*service).clone()));
-                }
-                Export::Tcp(service) => {
-                    if section == Section::Tcp {
-                        let lb = &service.load_balancer;
-                        servers.extend(lb.servers.iter().map(|s| s.address.as_str()));
-                    }
-                    tcp.pools.push((pool, (*service).clone()));
-                }
-                Export::Udp(service) => {
-                    if section == Section::Udp {
-                        let lb = &service.load_balancer;
-                        servers.extend(lb.servers.iter().map(|s| s.address.as_str()));
-                    }
-                    udp.pools.push((pool, (*service).clone()));
-                }
-            }
-        }
-        servers.sort_unstable();
-        servers.dedup();
-
-        let name = name.to_owned();
-        match first {
-            Export::Http(service) => {
-                let load_balancer = HttpLoadBalancer {
-                    servers: servers
-                        .into_iter()
-                        .map(|url| HttpServer {
-                            url: url.to_owned(),
-                        })
-                        .collect(),
-                    pass_host_header: service.load_balancer.pass_host_header,
-                    sticky: service.load_balancer.sticky.clone(),
-                    health_check: service.load_balancer.health_check.clone(),
-                };
-                http.unions.push((name, HttpService { load_balancer }));
-            }
-            Export::Tcp(_) => {
-                let load_balancer = address_pool(servers);
-                tcp.unions.push((name, TcpService { load_balancer }));
-            }
-            Export::Udp(_) => {
-                let load_balancer = address_pool(servers);
-                udp.unions.push((name, UdpService { load_balancer }));
-            }
+        if let Some(exporters) = exports.get(name) {
+            merge_name(name, exporters, &mut out);
         }
     }
-
-    conflicts.sort();
+    out.conflicts.sort();
     Merged {
         document: Document {
-            http: http.into_map().map(|services| HttpSection { services }),
-            tcp: tcp.into_map().map(|services| TcpSection { services }),
-            udp: udp.into_map().map(|services| UdpSection { services }),
+            http: out.http.into_section(),
+            tcp: out.tcp.into_section(),
+            udp: out.udp.into_section(),
         },
-        conflicts,
+        conflicts: out.conflicts,
     }
+}
+
+#[derive(Default)]
+struct Output {
+    http: Pools<HttpLoadBalancer>,
+    tcp: Pools<AddressLoadBalancer>,
+    udp: Pools<AddressLoadBalancer>,
+    conflicts: Vec<Conflict>,
+}
+
+impl Output {
+    fn address_pools(&mut self, protocol: Protocol) -> &mut Pools<AddressLoadBalancer> {
+        match protocol {
+            Protocol::Udp => &mut self.udp,
+            _ => &mut self.tcp,
+        }
+    }
+}
+
+/// One name's union pool and per-cluster pools, and its conflicts.
+fn merge_name(name: &ServiceName, exporters: &[(&ClusterName, Export<'_>)], out: &mut Output) {
+    let Some((winner, first)) = exporters.first() else {
+        return;
+    };
+    let protocol = first.protocol();
+    let mut urls = Vec::new();
+    let mut addresses = Vec::new();
+    for (cluster, export) in exporters {
+        let pool = ServiceName::pool(name, cluster);
+        let conflict = |kind| Conflict {
+            service: name.to_string(),
+            kind,
+            winner: (*winner).clone(),
+            loser: (*cluster).clone(),
+        };
+        if export.protocol() != protocol {
+            out.conflicts.push(conflict(ConflictKind::Protocol));
+        }
+        match export {
+            Export::Http(service) => {
+                let lb = &service.load_balancer;
+                if let Export::Http(first) = first {
+                    urls.extend(lb.servers.iter().cloned());
+                    if !first.load_balancer.same_options(lb) {
+                        out.conflicts.push(conflict(ConflictKind::Options));
+                    }
+                }
+                out.http.pools.push((pool, (*service).clone()));
+            }
+            Export::Address(own, service) => {
+                if *own == protocol {
+                    addresses.extend(service.load_balancer.servers.iter().cloned());
+                }
+                out.address_pools(*own)
+                    .pools
+                    .push((pool, (*service).clone()));
+            }
+        }
+    }
+    match first {
+        Export::Http(service) => {
+            let load_balancer = HttpLoadBalancer {
+                servers: sorted(urls),
+                ..service.load_balancer.clone()
+            };
+            let union = (name.clone(), HttpService { load_balancer });
+            out.http.unions.push(union);
+        }
+        Export::Address(protocol, _) => {
+            let load_balancer = AddressLoadBalancer {
+                servers: sorted(addresses),
+            };
+            let union = (name.clone(), Service { load_balancer });
+            out.address_pools(*protocol).unions.push(union);
+        }
+    }
+}
+
+fn sorted<T: Ord>(mut servers: Vec<T>) -> Vec<T> {
+    servers.sort_unstable();
+    servers.dedup();
+    servers
 }
 
 /// `<name>.` as bytes: the prefix every pool of `name` starts with.
@@ -239,12 +244,12 @@ fn pool_prefix(name: &str) -> impl Iterator<Item = u8> + '_ {
 }
 
 /// The services of one section: per-cluster pools in map order, union pools in any order.
-struct Pools<S> {
-    pools: Vec<(String, S)>,
-    unions: Vec<(String, S)>,
+struct Pools<L> {
+    pools: Vec<(ServiceName, Service<L>)>,
+    unions: Vec<(ServiceName, Service<L>)>,
 }
 
-impl<S> Default for Pools<S> {
+impl<L> Default for Pools<L> {
     fn default() -> Self {
         Pools {
             pools: Vec::new(),
@@ -253,31 +258,23 @@ impl<S> Default for Pools<S> {
     }
 }
 
-impl<S> Pools<S> {
-    fn into_map(mut self) -> Option<BTreeMap<String, S>> {
+impl<L> Pools<L> {
+    fn into_section(mut self) -> Option<Section<L>> {
         if self.pools.is_empty() && self.unions.is_empty() {
             return None;
         }
         self.unions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Some(self.unions.into_iter().chain(self.pools).collect())
-    }
-}
-
-fn address_pool(servers: Vec<&str>) -> AddressLoadBalancer {
-    AddressLoadBalancer {
-        servers: servers
-            .into_iter()
-            .map(|address| AddressServer {
-                address: address.to_owned(),
-            })
-            .collect(),
+        let services: BTreeMap<_, _> = self.unions.into_iter().chain(self.pools).collect();
+        Some(Section { services })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::traefik::{TraefikVersion, render};
+    use crate::traefik::{
+        AddressServer, HttpSection, HttpServer, TcpSection, TcpService, TraefikVersion, render,
+    };
 
     fn cluster(name: &str) -> ClusterName {
         ClusterName::parse(name).unwrap()
@@ -293,12 +290,12 @@ mod tests {
                             servers: urls
                                 .iter()
                                 .map(|u| HttpServer {
-                                    url: (*u).to_owned(),
+                                    url: u.parse().unwrap(),
                                 })
                                 .collect(),
                             ..HttpLoadBalancer::default()
                         };
-                        ((*name).to_owned(), HttpService { load_balancer })
+                        (name.parse().unwrap(), HttpService { load_balancer })
                     })
                     .collect(),
             }),
@@ -311,12 +308,12 @@ mod tests {
             servers: addresses
                 .iter()
                 .map(|a| AddressServer {
-                    address: (*a).to_owned(),
+                    address: a.parse().unwrap(),
                 })
                 .collect(),
         };
         let mut services = BTreeMap::new();
-        services.insert(name.to_owned(), TcpService { load_balancer });
+        services.insert(name.parse().unwrap(), TcpService { load_balancer });
         Document {
             tcp: Some(TcpSection { services }),
             ..Document::default()
@@ -328,7 +325,7 @@ mod tests {
             .load_balancer
             .servers
             .iter()
-            .map(|s| s.url.clone())
+            .map(|s| s.url.to_string())
             .collect()
     }
 

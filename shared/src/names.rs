@@ -54,26 +54,11 @@ pub struct ClusterName(String);
 impl ClusterName {
     /// Accepts 1-63 characters of `[a-z0-9-]`, starting and ending with a letter or digit.
     pub fn parse(name: &str) -> Result<ClusterName, NameError> {
-        let refuse = |reason| NameError::InvalidClusterName {
-            name: shorten(name),
-            reason,
-        };
-        if name.is_empty() {
-            return Err(refuse("it is empty"));
-        }
-        if name.len() > MAX_CLUSTER_NAME_LEN {
-            return Err(refuse("it is longer than 63 characters"));
-        }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return Err(refuse(
-                "it may contain only lowercase letters, digits and '-'",
-            ));
-        }
-        if name.starts_with('-') || name.ends_with('-') {
-            return Err(refuse("it must start and end with a letter or digit"));
+        if let Some(reason) = dns_label_problem(name) {
+            return Err(NameError::InvalidClusterName {
+                name: shorten(name),
+                reason,
+            });
         }
         Ok(ClusterName(name.to_owned()))
     }
@@ -114,6 +99,32 @@ impl<'de> Deserialize<'de> for ClusterName {
         let raw = String::deserialize(d)?;
         ClusterName::parse(&raw).map_err(serde::de::Error::custom)
     }
+}
+
+/// True for an RFC 1123 DNS label: 1-63 characters of `[a-z0-9-]`, starting and ending with a
+/// letter or digit. The rule of cluster names and Kubernetes namespace names.
+pub fn is_dns_label(name: &str) -> bool {
+    dns_label_problem(name).is_none()
+}
+
+/// Why `name` is not a DNS label, `None` when it is one.
+fn dns_label_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("it is empty");
+    }
+    if name.len() > MAX_CLUSTER_NAME_LEN {
+        return Some("it is longer than 63 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Some("it may contain only lowercase letters, digits and '-'");
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Some("it must start and end with a letter or digit");
+    }
+    None
 }
 
 /// The formats an exporter can publish, one object per cluster and format.

@@ -1,32 +1,41 @@
 //! The Traefik dynamic-configuration model for the subset the project writes: services only
 //! (`http`, `tcp`, `udp`), each a `loadBalancer` with `servers` and the supported options.
 //!
-//! Field names are Traefik's (camelCase). Three operations surround the model:
+//! Field names are Traefik's (camelCase). Every value is typed ([`ServerUrl`],
+//! [`ServerAddress`], [`ServiceName`], [`CookieName`], [`HealthPath`], [`ProbeDuration`]) and
+//! checked once, when it is built or deserialized; `http`, `tcp` and `udp` are one generic
+//! [`Section`], so every walk over a document is written once. Around the model:
 //! - [`render`]: a hand-written, deterministic YAML emitter (sorted services and servers, every
-//!   string double-quoted, no `{}`/`null`/`{{` ever written);
-//! - [`parse_cluster_document`]: a strict reader for documents fetched from the bucket (size
-//!   limit, no template markers, no anchors/aliases, no duplicate keys, no unknown fields, no
-//!   routers or middlewares, no empty elements Traefik would reject);
-//! - [`validate`]: the rules every cluster document's content must follow (names, server URLs
-//!   and addresses, options).
+//!   string double-quoted, durations with units, no `{}`/`null`/`{{` ever written);
+//! - [`parse_cluster_document`] / [`parse_merged_document`]: serde (`serde_yaml`) into the
+//!   model, after a pre-pass for what serde cannot see (size, `{{`, anchors, aliases, tags,
+//!   empty elements Traefik refuses);
+//! - [`validate`]: the rules across values (a name in one section only, a server listed once,
+//!   plain names only in cluster documents).
 
-mod parse;
+mod error;
+mod prepass;
+mod read;
 mod render;
 mod validate;
+mod values;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::backend::{Backend, HealthCheck, Protocol, StickyCookie};
-
-pub use parse::{
-    DEFAULT_MAX_BYTES, DocumentError, Limits, parse_cluster_document, parse_merged_document,
-};
+use crate::backend::Backend;
+pub use crate::backend::{HealthCheck, Protocol, SameSite, Scheme, StickyCookie};
+pub use crate::duration::{DurationError, GoDuration, ProbeDuration};
+pub use error::{DEFAULT_MAX_BYTES, DocumentError, Limits};
+pub use read::{parse_cluster_document, parse_merged_document};
 pub use render::{Rendered, render};
 pub use validate::{validate, validate_merged};
+pub use values::{
+    CookieName, FromStrVisitor, HealthPath, ServerAddress, ServerUrl, ServiceName, ValueError,
+};
 
 /// Which Traefik major version a rendered document must be valid for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -78,42 +87,61 @@ pub struct UnknownVersion {
 }
 
 /// A Traefik dynamic-configuration document holding only services.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Document {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpSection>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpSection>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub udp: Option<UdpSection>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSection {
-    pub services: BTreeMap<String, HttpService>,
+/// One of `http`, `tcp`, `udp`: services by name, each a load balancer of kind `L`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Section<L> {
+    pub services: BTreeMap<ServiceName, Service<L>>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TcpSection {
-    pub services: BTreeMap<String, TcpService>,
+impl<L> Default for Section<L> {
+    fn default() -> Self {
+        Section {
+            services: BTreeMap::new(),
+        }
+    }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UdpSection {
-    pub services: BTreeMap<String, UdpService>,
+/// A service: exactly one `loadBalancer` (weighted, failover and mirroring are not written).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Service<L> {
+    pub load_balancer: L,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct HttpService {
-    pub load_balancer: HttpLoadBalancer,
+pub type HttpSection = Section<HttpLoadBalancer>;
+pub type TcpSection = Section<AddressLoadBalancer>;
+pub type UdpSection = Section<AddressLoadBalancer>;
+pub type HttpService = Service<HttpLoadBalancer>;
+pub type TcpService = Service<AddressLoadBalancer>;
+pub type UdpService = Service<AddressLoadBalancer>;
+
+/// What the walks over a document need from a load balancer.
+pub trait LoadBalancer: Clone + Default {
+    /// One server: ordered, printable as the value Traefik reads.
+    type Server: Clone + Ord + fmt::Display;
+    /// The server's one field: `url` or `address`.
+    const SERVER_FIELD: &'static str;
+
+    fn servers(&self) -> &[Self::Server];
+    fn servers_mut(&mut self) -> &mut Vec<Self::Server>;
+
+    /// The HTTP options (`passHostHeader`, `sticky`, `healthCheck`), for the kind that has them.
+    fn http_options(&self) -> Option<&HttpLoadBalancer> {
+        None
+    }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpLoadBalancer {
     /// Sorted by URL when rendered. May be empty (Traefik answers 503).
@@ -126,64 +154,70 @@ pub struct HttpLoadBalancer {
     pub health_check: Option<HealthCheck>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sticky {
     pub cookie: StickyCookie,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpServer {
-    pub url: String,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct TcpService {
-    pub load_balancer: AddressLoadBalancer,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct UdpService {
-    pub load_balancer: AddressLoadBalancer,
+    pub url: ServerUrl,
 }
 
 /// A TCP or UDP load balancer: servers by `address` (`ip:port`, IPv6 bracketed).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AddressLoadBalancer {
     pub servers: Vec<AddressServer>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AddressServer {
-    pub address: String,
+    pub address: ServerAddress,
 }
 
-/// The three sections of a document, in the order they are rendered and checked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Section {
-    Http,
-    Tcp,
-    Udp,
-}
-
-impl Section {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Section::Http => "http",
-            Section::Tcp => "tcp",
-            Section::Udp => "udp",
-        }
+impl fmt::Display for HttpServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.url.fmt(f)
     }
 }
 
-impl fmt::Display for Section {
+impl fmt::Display for AddressServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.address.fmt(f)
+    }
+}
+
+impl LoadBalancer for HttpLoadBalancer {
+    type Server = HttpServer;
+    const SERVER_FIELD: &'static str = "url";
+
+    fn servers(&self) -> &[HttpServer] {
+        &self.servers
+    }
+
+    fn servers_mut(&mut self) -> &mut Vec<HttpServer> {
+        &mut self.servers
+    }
+
+    fn http_options(&self) -> Option<&HttpLoadBalancer> {
+        Some(self)
+    }
+}
+
+impl LoadBalancer for AddressLoadBalancer {
+    type Server = AddressServer;
+    const SERVER_FIELD: &'static str = "address";
+
+    fn servers(&self) -> &[AddressServer] {
+        &self.servers
+    }
+
+    fn servers_mut(&mut self) -> &mut Vec<AddressServer> {
+        &mut self.servers
     }
 }
 
@@ -196,12 +230,61 @@ impl HttpLoadBalancer {
     }
 }
 
+/// A walk over a document's sections, written once for every kind of load balancer:
+/// [`Document::visit`] calls [`SectionVisitor::visit`] for `http`, `tcp` and `udp` in order.
+pub trait SectionVisitor {
+    fn visit<L: LoadBalancer>(&mut self, protocol: Protocol, section: &Section<L>);
+}
+
+impl<L: LoadBalancer> Section<L> {
+    /// Servers over all services.
+    pub fn server_count(&self) -> usize {
+        self.services
+            .values()
+            .map(|s| s.load_balancer.servers().len())
+            .sum()
+    }
+
+    fn normalize(section: &mut Option<Section<L>>) {
+        if let Some(s) = section {
+            for service in s.services.values_mut() {
+                let servers = service.load_balancer.servers_mut();
+                servers.sort();
+                servers.dedup();
+            }
+        }
+        if section.as_ref().is_some_and(|s| s.services.is_empty()) {
+            *section = None;
+        }
+    }
+}
+
 impl Document {
+    /// Calls `visitor` for each section present, `http`, `tcp`, `udp` in order.
+    pub fn visit(&self, visitor: &mut impl SectionVisitor) {
+        if let Some(http) = &self.http {
+            visitor.visit(Protocol::Http, http);
+        }
+        if let Some(tcp) = &self.tcp {
+            visitor.visit(Protocol::Tcp, tcp);
+        }
+        if let Some(udp) = &self.udp {
+            visitor.visit(Protocol::Udp, udp);
+        }
+    }
+
     /// Number of services over all sections.
     pub fn service_count(&self) -> usize {
         self.http.as_ref().map_or(0, |s| s.services.len())
             + self.tcp.as_ref().map_or(0, |s| s.services.len())
             + self.udp.as_ref().map_or(0, |s| s.services.len())
+    }
+
+    /// Number of servers over all services of all sections.
+    pub fn server_count(&self) -> usize {
+        self.http.as_ref().map_or(0, Section::server_count)
+            + self.tcp.as_ref().map_or(0, Section::server_count)
+            + self.udp.as_ref().map_or(0, Section::server_count)
     }
 
     /// True when no section holds a service (a comment-only document when rendered).
@@ -219,48 +302,36 @@ impl Document {
 
     /// In-place [`Document::normalized`].
     pub fn normalize(&mut self) {
-        fn sort_dedup<T: Ord>(servers: &mut Vec<T>) {
-            servers.sort();
-            servers.dedup();
-        }
-        for service in self.http.iter_mut().flat_map(|s| s.services.values_mut()) {
-            sort_dedup(&mut service.load_balancer.servers);
-        }
-        for service in self.tcp.iter_mut().flat_map(|s| s.services.values_mut()) {
-            sort_dedup(&mut service.load_balancer.servers);
-        }
-        for service in self.udp.iter_mut().flat_map(|s| s.services.values_mut()) {
-            sort_dedup(&mut service.load_balancer.servers);
-        }
-        if self.http.as_ref().is_some_and(|s| s.services.is_empty()) {
-            self.http = None;
-        }
-        if self.tcp.as_ref().is_some_and(|s| s.services.is_empty()) {
-            self.tcp = None;
-        }
-        if self.udp.as_ref().is_some_and(|s| s.services.is_empty()) {
-            self.udp = None;
-        }
+        Section::normalize(&mut self.http);
+        Section::normalize(&mut self.tcp);
+        Section::normalize(&mut self.udp);
     }
 }
 
 /// Builds a cluster's Traefik document from its backends: HTTP backends become `http.services`
 /// (servers by `url`, with the backend's scheme), TCP `tcp.services` and UDP `udp.services`
-/// (servers by `address`). Sections without services are `None`.
+/// (servers by `address`). Sections without services are `None`; servers are sorted and
+/// de-duplicated.
 ///
-/// Backend names are expected unique (see [`crate::names::assign_names`]); if two backends of
-/// the same protocol share a name anyway, their servers are united and the first one's options
-/// are kept, so the result is still deterministic.
-pub fn document_from_backends(backends: &[Backend]) -> Document {
-    let mut http: BTreeMap<String, (HttpLoadBalancer, BTreeSet<String>)> = BTreeMap::new();
-    let mut tcp: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut udp: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+/// Refused: a backend name that is not a plain service name, a target with port 0. Backend
+/// names are expected unique (see [`crate::names::assign_names`]); if two backends of the same
+/// protocol share a name anyway, their servers are united and the first one's options are
+/// kept, so the result is still deterministic.
+pub fn document_from_backends(backends: &[Backend]) -> Result<Document, DocumentError> {
+    let mut doc = Document::default();
     for backend in backends {
+        let name = ServiceName::parse(&backend.name)
+            .map_err(|source| DocumentError::invalid_name(backend.protocol, source))?;
+        let invalid = |e: ValueError| DocumentError::InvalidServer {
+            line: None,
+            path: format!("{}.services.{name}", backend.protocol.as_str()),
+            message: e.to_string(),
+        };
         match backend.protocol {
             Protocol::Http => {
-                let (_, servers) = http.entry(backend.name.clone()).or_insert_with(|| {
+                let lb = add_service(&mut doc.http, name.clone(), || {
                     let options = &backend.options;
-                    let load_balancer = HttpLoadBalancer {
+                    HttpLoadBalancer {
                         servers: Vec::new(),
                         pass_host_header: options.pass_host_header,
                         sticky: options
@@ -268,60 +339,47 @@ pub fn document_from_backends(backends: &[Backend]) -> Document {
                             .clone()
                             .map(|cookie| Sticky { cookie }),
                         health_check: options.health_check.clone(),
-                    };
-                    (load_balancer, BTreeSet::new())
+                    }
                 });
-                servers.extend(backend.targets.iter().map(|t| t.url(backend.scheme)));
+                for target in &backend.targets {
+                    let url = target.server_url(backend.scheme).map_err(invalid)?;
+                    lb.servers.push(HttpServer { url });
+                }
             }
-            Protocol::Tcp => tcp
-                .entry(backend.name.clone())
-                .or_default()
-                .extend(backend.targets.iter().map(|t| t.address())),
-            Protocol::Udp => udp
-                .entry(backend.name.clone())
-                .or_default()
-                .extend(backend.targets.iter().map(|t| t.address())),
+            Protocol::Tcp | Protocol::Udp => {
+                let section = match backend.protocol {
+                    Protocol::Tcp => &mut doc.tcp,
+                    _ => &mut doc.udp,
+                };
+                let lb = add_service(section, name.clone(), AddressLoadBalancer::default);
+                for target in &backend.targets {
+                    let address = target.server_address().map_err(invalid)?;
+                    lb.servers.push(AddressServer { address });
+                }
+            }
         }
     }
+    doc.normalize();
+    Ok(doc)
+}
 
-    let address_lb = |servers: BTreeSet<String>| AddressLoadBalancer {
-        servers: servers
-            .into_iter()
-            .map(|address| AddressServer { address })
-            .collect(),
-    };
-    let http_services: BTreeMap<String, HttpService> = http
-        .into_iter()
-        .map(|(name, (mut load_balancer, servers))| {
-            load_balancer.servers = servers.into_iter().map(|url| HttpServer { url }).collect();
-            (name, HttpService { load_balancer })
+/// The load balancer of `name` in `section`, created (with `make`) when new.
+fn add_service<L>(
+    section: &mut Option<Section<L>>,
+    name: ServiceName,
+    make: impl FnOnce() -> L,
+) -> &mut L {
+    let services = &mut section
+        .get_or_insert_with(|| Section {
+            services: BTreeMap::new(),
         })
-        .collect();
-    let tcp_services: BTreeMap<String, TcpService> = tcp
-        .into_iter()
-        .map(|(name, servers)| {
-            let load_balancer = address_lb(servers);
-            (name, TcpService { load_balancer })
+        .services;
+    &mut services
+        .entry(name)
+        .or_insert_with(|| Service {
+            load_balancer: make(),
         })
-        .collect();
-    let udp_services: BTreeMap<String, UdpService> = udp
-        .into_iter()
-        .map(|(name, servers)| {
-            let load_balancer = address_lb(servers);
-            (name, UdpService { load_balancer })
-        })
-        .collect();
-    Document {
-        http: (!http_services.is_empty()).then_some(HttpSection {
-            services: http_services,
-        }),
-        tcp: (!tcp_services.is_empty()).then_some(TcpSection {
-            services: tcp_services,
-        }),
-        udp: (!udp_services.is_empty()).then_some(UdpSection {
-            services: udp_services,
-        }),
-    }
+        .load_balancer
 }
 
 #[cfg(test)]
@@ -360,7 +418,7 @@ mod tests {
             pass_host_header: Some(false),
             sticky_cookie: Some(StickyCookie::default()),
             health_check: Some(HealthCheck {
-                path: "/ready".to_owned(),
+                path: "/ready".parse().unwrap(),
                 interval: None,
                 timeout: None,
             }),
@@ -376,11 +434,11 @@ mod tests {
             backend("dns-53", Protocol::Udp, Scheme::Http, &[("10.0.0.3", 53)]),
             backend("idle", Protocol::Http, Scheme::Https, &[]),
         ];
-        let doc = document_from_backends(&backends);
+        let doc = document_from_backends(&backends).unwrap();
         validate(&doc).unwrap();
         let http = &doc.http.as_ref().unwrap().services;
         let lb = &http["default-web-http"].load_balancer;
-        let urls: Vec<&str> = lb.servers.iter().map(|s| s.url.as_str()).collect();
+        let urls: Vec<String> = lb.servers.iter().map(|s| s.url.to_string()).collect();
         assert_eq!(urls, ["h2c://10.0.0.1:8080", "h2c://[fd00::1]:8080"]);
         assert_eq!(lb.pass_host_header, Some(false));
         assert_eq!(lb.sticky, Some(Sticky::default()));
@@ -400,8 +458,9 @@ mod tests {
 
     #[test]
     fn no_backends_no_sections() {
-        assert_eq!(document_from_backends(&[]), Document::default());
-        let only_tcp = document_from_backends(&[backend("pg", Protocol::Tcp, Scheme::Http, &[])]);
+        assert_eq!(document_from_backends(&[]).unwrap(), Document::default());
+        let only_tcp =
+            document_from_backends(&[backend("pg", Protocol::Tcp, Scheme::Http, &[])]).unwrap();
         assert!(only_tcp.http.is_none() && only_tcp.udp.is_none() && only_tcp.tcp.is_some());
     }
 
@@ -410,7 +469,8 @@ mod tests {
         let mut doc = document_from_backends(&[
             backend("a", Protocol::Http, Scheme::Http, &[("10.0.0.1", 80)]),
             backend("b", Protocol::Tcp, Scheme::Http, &[("10.0.0.1", 81)]),
-        ]);
+        ])
+        .unwrap();
         assert_eq!(doc.service_count(), 2);
         assert!(!doc.is_empty());
         let servers = &mut doc
@@ -425,22 +485,38 @@ mod tests {
         servers.insert(
             0,
             HttpServer {
-                url: "http://10.0.0.9:80".to_owned(),
+                url: "http://10.0.0.9:80".parse().unwrap(),
             },
         );
         servers.push(HttpServer {
-            url: "http://10.0.0.1:80".to_owned(),
+            url: "http://10.0.0.1:80".parse().unwrap(),
         });
         doc.udp = Some(UdpSection::default());
         let normalized = doc.normalized();
         assert!(normalized.udp.is_none());
-        let urls: Vec<&str> = normalized.http.as_ref().unwrap().services["a"]
+        let urls: Vec<String> = normalized.http.as_ref().unwrap().services["a"]
             .load_balancer
             .servers
             .iter()
-            .map(|s| s.url.as_str())
+            .map(|s| s.url.to_string())
             .collect();
         assert_eq!(urls, ["http://10.0.0.1:80", "http://10.0.0.9:80"]);
+    }
+
+    #[test]
+    fn bad_backends_are_refused() {
+        let err = document_from_backends(&[backend("a.b", Protocol::Http, Scheme::Http, &[])])
+            .unwrap_err();
+        assert_eq!(err.reason(), "invalid_name");
+        let err = document_from_backends(&[backend(
+            "a",
+            Protocol::Tcp,
+            Scheme::Http,
+            &[("10.0.0.1", 0)],
+        )])
+        .unwrap_err();
+        assert_eq!(err.reason(), "invalid_server");
+        assert!(err.to_string().contains("tcp.services.a"), "{err}");
     }
 
     #[test]

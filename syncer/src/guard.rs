@@ -8,12 +8,12 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use ksd_shared::merge::ClusterDocument;
 use ksd_shared::names::ClusterName;
 use ksd_shared::policy::{AddressPolicy, Refusal};
-use ksd_shared::traefik::{AddressServer, Document, HttpServer};
+use ksd_shared::traefik::{AddressServer, Document, HttpServer, ServiceName};
 
 /// The three kinds of services a Traefik file holds; names are unique within one only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -117,36 +117,19 @@ impl Exclusion {
     }
 }
 
-/// The IP a server URL points at (`http://10.0.0.1:80`, `https://[fd00::1]:8443`), or `None`
-/// when it is not an IP literal (which validation never lets through; treated as refused).
-pub fn http_server_ip(server: &HttpServer) -> Option<IpAddr> {
-    let rest = server
-        .url
-        .split_once("://")
-        .map_or(&*server.url, |(_, r)| r);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
-    host_ip(authority)
+/// The IP a server URL points at (`http://10.0.0.1:80`, `https://[fd00::1]:8443`): the typed
+/// model holds IP literals only.
+pub fn http_server_ip(server: &HttpServer) -> IpAddr {
+    server.url.address().ip()
 }
 
 /// The IP of a TCP/UDP server address (`10.0.0.1:5432`, `[fd00::1]:5432`).
-pub fn address_server_ip(server: &AddressServer) -> Option<IpAddr> {
-    host_ip(&server.address)
+pub fn address_server_ip(server: &AddressServer) -> IpAddr {
+    server.address.ip()
 }
 
-fn host_ip(authority: &str) -> Option<IpAddr> {
-    if let Ok(socket) = authority.parse::<SocketAddr>() {
-        return Some(socket.ip());
-    }
-    // A URL may leave the port out.
-    let host = authority.trim_start_matches('[').trim_end_matches(']');
-    host.parse().ok()
-}
-
-fn check(policy: &AddressPolicy, cluster: &ClusterName, ip: Option<IpAddr>) -> Result<(), Refusal> {
-    match ip {
-        Some(ip) => policy.check(cluster.as_str(), ip),
-        None => Err(Refusal::OutsideAllowedRanges),
-    }
+fn check(policy: &AddressPolicy, cluster: &ClusterName, ip: IpAddr) -> Result<(), Refusal> {
+    policy.check(cluster.as_str(), ip)
 }
 
 /// Removes from every document the servers its cluster may not point at. A service whose
@@ -169,7 +152,7 @@ pub fn filter_servers(documents: &mut [ClusterDocument], policy: &AddressPolicy)
                 match check(policy, cluster, http_server_ip(server)) {
                     Ok(()) => true,
                     Err(reason) => {
-                        refuse(Kind::Http, name, server.url.clone(), reason);
+                        refuse(Kind::Http, name, server.url.to_string(), reason);
                         false
                     }
                 }
@@ -201,7 +184,7 @@ pub fn filter_servers(documents: &mut [ClusterDocument], policy: &AddressPolicy)
                     |server| match check(policy, cluster, address_server_ip(server)) {
                         Ok(()) => true,
                         Err(reason) => {
-                            refuse(kind, name, server.address.clone(), reason);
+                            refuse(kind, name, server.address.to_string(), reason);
                             false
                         }
                     },
@@ -220,11 +203,11 @@ pub fn remove_names(merged: &mut Document, admin: &AdminNames) -> Vec<Exclusion>
     if admin.is_empty() {
         return excluded;
     }
-    let mut drop = |kind: Kind, name: &String| {
+    let mut drop = |kind: Kind, name: &ServiceName| {
         if admin.contains(kind, name) {
             excluded.push(Exclusion::AdminName {
                 kind,
-                service: name.clone(),
+                service: name.to_string(),
             });
             false
         } else {
@@ -269,29 +252,21 @@ mod tests {
 
     #[test]
     fn server_ips_are_read_from_urls_and_addresses() {
-        let url = |u: &str| HttpServer { url: u.into() };
+        let url = |u: &str| HttpServer {
+            url: u.parse().unwrap(),
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(http_server_ip(&url("http://10.0.0.1:80")), ip("10.0.0.1"));
+        assert_eq!(http_server_ip(&url("https://[fd00::1]:8443")), ip("fd00::1"));
         assert_eq!(
-            http_server_ip(&url("http://10.0.0.1:80")),
-            Some("10.0.0.1".parse().unwrap())
+            http_server_ip(&url("h2c://[::ffff:127.0.0.1]:80")),
+            ip("::ffff:127.0.0.1")
         );
-        assert_eq!(
-            http_server_ip(&url("https://[fd00::1]:8443/")),
-            Some("fd00::1".parse().unwrap())
-        );
-        assert_eq!(
-            http_server_ip(&url("h2c://[::ffff:127.0.0.1]")),
-            Some("::ffff:127.0.0.1".parse().unwrap())
-        );
-        assert_eq!(http_server_ip(&url("http://example.com:80")), None);
-        let address = |a: &str| AddressServer { address: a.into() };
-        assert_eq!(
-            address_server_ip(&address("[fe80::1]:5432")),
-            Some("fe80::1".parse().unwrap())
-        );
-        assert_eq!(
-            address_server_ip(&address("10.0.0.1:53")),
-            Some("10.0.0.1".parse().unwrap())
-        );
+        let address = |a: &str| AddressServer {
+            address: a.parse().unwrap(),
+        };
+        assert_eq!(address_server_ip(&address("[fe80::1]:5432")), ip("fe80::1"));
+        assert_eq!(address_server_ip(&address("10.0.0.1:53")), ip("10.0.0.1"));
     }
 
     #[test]
@@ -302,7 +277,7 @@ mod tests {
         assert_eq!(
             http.load_balancer.servers,
             vec![HttpServer {
-                url: "http://10.1.0.5:80".into()
+                url: "http://10.1.0.5:80".parse().unwrap()
             }]
         );
         let tcp = &docs[0].document.tcp.as_ref().unwrap().services["db"];

@@ -10,9 +10,9 @@
 //! rename survives a power loss. Nothing else in the directory is ever touched.
 
 use std::ffi::OsStr;
-use std::fs::{self, File, Permissions};
-use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use ksd_runtime::storage::bounded::BoundedRead;
@@ -179,25 +179,21 @@ impl OutputFile {
             let path = path.to_path_buf();
             move |source: io::Error| Error::OutputIo { path, step, source }
         };
-        let mut temp = tempfile::Builder::new()
-            .prefix(&self.temp_prefix)
-            .suffix("")
-            .rand_bytes(10)
-            .tempfile_in(&self.dir)
-            .map_err(io_error(&self.dir, "create temporary file"))?;
-        let temp_path = temp.path().to_path_buf();
-        // fchmod is not subject to the umask, unlike the mode given at creation.
-        temp.as_file()
-            .set_permissions(Permissions::from_mode(FILE_MODE))
-            .map_err(io_error(&temp_path, "set permissions"))?;
-        temp.write_all(bytes)
-            .map_err(io_error(&temp_path, "write temporary file"))?;
-        temp.as_file()
-            .sync_all()
-            .map_err(io_error(&temp_path, "sync temporary file"))?;
-        let file = temp
-            .persist(&self.target)
-            .map_err(|error| io_error(&self.target, "rename over target")(error.error))?;
+        let replace = ksd_runtime::atomic::Replace {
+            prefix: &self.temp_prefix,
+            suffix: "",
+            random_len: 10,
+            mode: ksd_runtime::atomic::Mode::Fixed(FILE_MODE),
+        };
+        let file = replace
+            .write(&self.dir, &self.target, bytes)
+            .map_err(|error| {
+                let path = match error.step {
+                    "rename over target" => &self.target,
+                    _ => &self.dir,
+                };
+                io_error(path, error.step)(error.source)
+            })?;
         let metadata = file
             .metadata()
             .map_err(io_error(&self.target, "stat written file"))?;
@@ -224,6 +220,8 @@ fn is_our_temp_name(prefix: &str, file_name: &str) -> bool {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn output(dir: &Path) -> OutputFile {

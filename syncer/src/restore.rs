@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use ksd_shared::merge::ClusterDocument;
 use ksd_shared::names::ClusterName;
-use ksd_shared::traefik::{self, Document, HttpSection, TcpSection, UdpSection};
+use ksd_shared::traefik::{self, Document, Section, ServiceName};
 
 /// The clusters' documents a merged file implies, from its per-cluster pools and header.
 pub fn from_merged_file(bytes: &[u8]) -> Result<Vec<ClusterDocument>, traefik::DocumentError> {
@@ -46,33 +46,30 @@ fn split_pool_name(name: &str) -> Option<(&str, ClusterName)> {
 
 /// Moves every per-cluster pool of `merged` into its cluster's document, under the plain name.
 fn split_pools(merged: Document, documents: &mut BTreeMap<ClusterName, Document>) {
-    for (name, service) in merged.http.into_iter().flat_map(|s| s.services) {
-        if let Some((plain, cluster)) = split_pool_name(&name) {
+    fn split<L>(
+        section: Option<Section<L>>,
+        documents: &mut BTreeMap<ClusterName, Document>,
+        pick: fn(&mut Document) -> &mut Option<Section<L>>,
+    ) {
+        for (name, service) in section.into_iter().flat_map(|s| s.services) {
+            let Some((plain, cluster)) = split_pool_name(&name) else {
+                continue;
+            };
+            // A pool name is `<service>.<cluster>`, so the plain part is a valid name; one
+            // that is not cannot have come from this syncer and is skipped.
+            let Ok(plain) = ServiceName::parse(plain) else {
+                continue;
+            };
             let doc = documents.entry(cluster).or_default();
-            doc.http
-                .get_or_insert_with(HttpSection::default)
+            pick(doc)
+                .get_or_insert_with(Section::default)
                 .services
-                .insert(plain.to_owned(), service);
+                .insert(plain, service);
         }
     }
-    for (name, service) in merged.tcp.into_iter().flat_map(|s| s.services) {
-        if let Some((plain, cluster)) = split_pool_name(&name) {
-            let doc = documents.entry(cluster).or_default();
-            doc.tcp
-                .get_or_insert_with(TcpSection::default)
-                .services
-                .insert(plain.to_owned(), service);
-        }
-    }
-    for (name, service) in merged.udp.into_iter().flat_map(|s| s.services) {
-        if let Some((plain, cluster)) = split_pool_name(&name) {
-            let doc = documents.entry(cluster).or_default();
-            doc.udp
-                .get_or_insert_with(UdpSection::default)
-                .services
-                .insert(plain.to_owned(), service);
-        }
-    }
+    split(merged.http, documents, |d| &mut d.http);
+    split(merged.tcp, documents, |d| &mut d.tcp);
+    split(merged.udp, documents, |d| &mut d.udp);
 }
 
 /// The clusters the header comment names (`# Clusters: a, b` or `# Clusters: none`).

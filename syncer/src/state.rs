@@ -32,7 +32,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
 
-use ksd_runtime::storage::ObjectInfo;
+use ksd_runtime::storage::{ObjectInfo, bare_etag, same_etag};
 use ksd_shared::merge::{self, ClusterDocument, Conflict};
 use ksd_shared::names::{self, ClusterName, ObjectFormat};
 use ksd_shared::policy::AddressPolicy;
@@ -227,35 +227,9 @@ fn classify(info: &ObjectInfo) -> Entry<'_> {
     }
 }
 
-/// S3 ETags are quoted, and some stores mark them weak; the comparison ignores both.
-fn same_etag(a: &str, b: &str) -> bool {
-    fn bare(etag: &str) -> &str {
-        etag.trim().trim_start_matches("W/").trim_matches('"')
-    }
-    bare(a) == bare(b)
-}
-
 /// Servers in a document, all protocols.
 pub fn count_servers(document: &Document) -> usize {
-    let http = document.http.as_ref().map_or(0, |s| {
-        s.services
-            .values()
-            .map(|svc| svc.load_balancer.servers.len())
-            .sum()
-    });
-    let tcp = document.tcp.as_ref().map_or(0, |s| {
-        s.services
-            .values()
-            .map(|svc| svc.load_balancer.servers.len())
-            .sum()
-    });
-    let udp = document.udp.as_ref().map_or(0, |s| {
-        s.services
-            .values()
-            .map(|svc| svc.load_balancer.servers.len())
-            .sum()
-    });
-    http + tcp + udp
+    document.server_count()
 }
 
 impl State {
@@ -706,10 +680,6 @@ impl State {
         }
         events
     }
-}
-
-fn bare_etag(etag: &str) -> &str {
-    etag.trim().trim_start_matches("W/").trim_matches('"')
 }
 
 fn reject(

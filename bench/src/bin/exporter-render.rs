@@ -167,7 +167,7 @@ fn main() -> anyhow::Result<()> {
     let servers: usize = backends.iter().map(|b| b.targets.len()).sum();
 
     let document_times = repeat(runs, || traefik::document_from_backends(&backends));
-    let doc = traefik::document_from_backends(&backends);
+    let doc = traefik::document_from_backends(&backends).context("the backends are refused")?;
     let validate_times = repeat(runs, || traefik::validate(&doc));
     traefik::validate(&doc).context("the document does not validate")?;
     let header = ksd_exporter::document::header(&cluster);

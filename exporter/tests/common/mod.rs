@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ksd_runtime::storage::{Fetched, Storage};
-use ksd_shared::traefik::{Document, Limits, parse_cluster_document};
+use ksd_shared::traefik::{
+    Document, Limits, LoadBalancer, Protocol, Section, SectionVisitor, parse_cluster_document,
+};
 use ksd_testbed::apiserver::TestApiServer;
 use ksd_testbed::process::{Agent, free_port, wait_for};
 use ksd_testbed::s3::S3Fixture;
@@ -165,39 +167,19 @@ pub fn parse(bytes: &[u8]) -> Document {
 
 /// Every service of a document with its servers.
 pub fn servers_of(bytes: &[u8]) -> Servers {
-    let doc = parse(bytes);
-    let mut out = Servers::new();
-    for (name, svc) in doc.http.iter().flat_map(|s| &s.services) {
-        out.insert(
-            name.clone(),
-            svc.load_balancer
-                .servers
-                .iter()
-                .map(|s| s.url.clone())
-                .collect(),
-        );
+    struct Collect(Servers);
+    impl SectionVisitor for Collect {
+        fn visit<L: LoadBalancer>(&mut self, _: Protocol, section: &Section<L>) {
+            for (name, svc) in &section.services {
+                let servers = svc.load_balancer.servers().iter();
+                self.0
+                    .insert(name.to_string(), servers.map(ToString::to_string).collect());
+            }
+        }
     }
-    for (name, svc) in doc.tcp.iter().flat_map(|s| &s.services) {
-        out.insert(
-            name.clone(),
-            svc.load_balancer
-                .servers
-                .iter()
-                .map(|s| s.address.clone())
-                .collect(),
-        );
-    }
-    for (name, svc) in doc.udp.iter().flat_map(|s| &s.services) {
-        out.insert(
-            name.clone(),
-            svc.load_balancer
-                .servers
-                .iter()
-                .map(|s| s.address.clone())
-                .collect(),
-        );
-    }
-    out
+    let mut collect = Collect(Servers::new());
+    parse(bytes).visit(&mut collect);
+    collect.0
 }
 
 /// Builds an expected [`Servers`] map.

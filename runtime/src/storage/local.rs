@@ -6,13 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::bounded::{self, BoundedRead};
 use super::{
     ErrorClass, Fetched, Object, ObjectInfo, PutCondition, PutOutcome, StorageError, StorageUrl,
+    same_etag,
 };
 
 /// Serialises conditional writes of every process that shares the directory.
@@ -215,14 +216,6 @@ fn etag_of(bytes: &[u8]) -> String {
     format!("\"{}\"", ksd_shared::content_hash(bytes))
 }
 
-/// Compares ETags the way a server would, tolerating missing quotes and weak markers.
-fn same_etag(a: &str, b: &str) -> bool {
-    fn bare(tag: &str) -> &str {
-        tag.trim().trim_start_matches("W/").trim_matches('"')
-    }
-    bare(a) == bare(b)
-}
-
 fn list_dir(dir: &Path, limit: u64) -> io::Result<Vec<ObjectInfo>> {
     let started = std::time::Instant::now();
     let mut objects = Vec::new();
@@ -388,34 +381,18 @@ fn write_object(
 }
 
 /// Replaces `target` with `bytes` so that a reader sees the old or the new content, never a
-/// mix: temp file in the same directory, fsync, rename over the target.
+/// mix ([`crate::atomic`]). Keeps the mode of the file being replaced, else the usual 0644.
 fn replace_file(dir: &Path, target: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut temp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .suffix(TEMP_SUFFIX)
-        .tempfile_in(dir)?;
-    temp.write_all(bytes)?;
-    // NB: temp files are created 0600; readers (the syncer, Traefik) may run as another user.
-    // Keep the mode of the file being replaced, else the usual 0644.
-    set_mode(temp.path(), target)?;
-    temp.as_file().sync_all()?;
-    temp.persist(target).map_err(|err| err.error)?;
-    Ok(())
-}
-
-#[cfg(unix)]
-fn set_mode(temp: &Path, target: &Path) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = match fs::metadata(target) {
-        Ok(meta) => meta.permissions().mode() & 0o7777,
-        Err(_) => 0o644,
+    let replace = crate::atomic::Replace {
+        prefix: TEMP_PREFIX,
+        suffix: TEMP_SUFFIX,
+        random_len: 6,
+        mode: crate::atomic::Mode::KeepOr(0o644),
     };
-    fs::set_permissions(temp, fs::Permissions::from_mode(mode))
-}
-
-#[cfg(not(unix))]
-fn set_mode(_temp: &Path, _target: &Path) -> io::Result<()> {
-    Ok(())
+    replace
+        .write(dir, target, bytes)
+        .map(drop)
+        .map_err(|error| error.source)
 }
 
 /// Makes the renames durable: without it a crash can lose the new directory entry.

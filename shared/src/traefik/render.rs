@@ -4,8 +4,10 @@
 
 use std::fmt::Write as _;
 
-use super::{AddressLoadBalancer, Document, HttpLoadBalancer, TraefikVersion};
-use crate::backend::{HealthCheck, SameSite, StickyCookie, opt_duration::humantime_like};
+use super::{
+    Document, HealthCheck, HttpLoadBalancer, LoadBalancer, Protocol, SameSite, Section,
+    SectionVisitor, StickyCookie, TraefikVersion,
+};
 
 /// A rendered document and its [`crate::content_hash`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,82 +45,57 @@ pub fn render(doc: &Document, version: TraefikVersion, header: &str) -> Rendered
     for line in header.lines() {
         push_comment(&mut out, line);
     }
-
-    let http = doc.http.as_ref().filter(|s| !s.services.is_empty());
-    let tcp = doc.tcp.as_ref().filter(|s| !s.services.is_empty());
-    let udp = doc.udp.as_ref().filter(|s| !s.services.is_empty());
-    if http.is_none() && tcp.is_none() && udp.is_none() {
+    if doc.is_empty() {
         push_comment(&mut out, NO_SERVICES_COMMENT);
         return Rendered::new(out);
     }
+    let mut emitter = Emitter { out, version };
+    doc.visit(&mut emitter);
+    Rendered::new(emitter.out)
+}
 
-    if let Some(http) = http {
-        out.push_str("http:\n  services:\n");
-        for (name, service) in &http.services {
-            push_service_head(&mut out, name);
-            push_http_load_balancer(&mut out, &service.load_balancer, version);
+struct Emitter {
+    out: String,
+    version: TraefikVersion,
+}
+
+impl SectionVisitor for Emitter {
+    fn visit<L: LoadBalancer>(&mut self, protocol: Protocol, section: &Section<L>) {
+        if section.services.is_empty() {
+            return;
+        }
+        let out = &mut self.out;
+        out.push_str(protocol.as_str());
+        out.push_str(":\n  services:\n");
+        for (name, service) in &section.services {
+            out.push_str("    ");
+            push_quoted(out, name);
+            out.push_str(":\n      loadBalancer:\n");
+            push_servers(out, L::SERVER_FIELD, service.load_balancer.servers());
+            if let Some(http) = service.load_balancer.http_options() {
+                push_http_options(out, http, self.version);
+            }
         }
     }
-    if let Some(tcp) = tcp {
-        out.push_str("tcp:\n  services:\n");
-        for (name, service) in &tcp.services {
-            push_service_head(&mut out, name);
-            push_address_servers(&mut out, &service.load_balancer);
-        }
-    }
-    if let Some(udp) = udp {
-        out.push_str("udp:\n  services:\n");
-        for (name, service) in &udp.services {
-            push_service_head(&mut out, name);
-            push_address_servers(&mut out, &service.load_balancer);
-        }
-    }
-    Rendered::new(out)
 }
 
 /// A generous guess at the output size, so a 100,000-service merged file is written without
 /// repeated reallocation.
 fn estimate_len(doc: &Document) -> usize {
-    let http = doc
-        .http
-        .iter()
-        .flat_map(|s| s.services.iter())
-        .map(|(name, service)| {
-            let servers: usize = service
-                .load_balancer
-                .servers
-                .iter()
-                .map(|s| s.url.len() + 20)
-                .sum();
-            name.len() + 64 + servers + 160
-        });
-    let tcp = doc
-        .tcp
-        .iter()
-        .flat_map(|s| s.services.iter())
-        .map(|(name, service)| name.len() + 64 + address_len(&service.load_balancer));
-    let udp = doc
-        .udp
-        .iter()
-        .flat_map(|s| s.services.iter())
-        .map(|(name, service)| name.len() + 64 + address_len(&service.load_balancer));
-    http.chain(tcp).chain(udp).sum()
+    struct Estimate(usize);
+    impl SectionVisitor for Estimate {
+        fn visit<L: LoadBalancer>(&mut self, _: Protocol, section: &Section<L>) {
+            for (name, service) in &section.services {
+                self.0 += name.len() + 224 + service.load_balancer.servers().len() * 64;
+            }
+        }
+    }
+    let mut estimate = Estimate(0);
+    doc.visit(&mut estimate);
+    estimate.0
 }
 
-fn address_len(lb: &AddressLoadBalancer) -> usize {
-    lb.servers.iter().map(|s| s.address.len() + 24).sum()
-}
-
-fn push_service_head(out: &mut String, name: &str) {
-    out.push_str("    ");
-    push_quoted(out, name);
-    out.push_str(":\n      loadBalancer:\n");
-}
-
-fn push_http_load_balancer(out: &mut String, lb: &HttpLoadBalancer, version: TraefikVersion) {
-    let mut urls: Vec<&str> = lb.servers.iter().map(|s| s.url.as_str()).collect();
-    push_servers(out, "url", &mut urls);
-
+fn push_http_options(out: &mut String, lb: &HttpLoadBalancer, version: TraefikVersion) {
     if let Some(pass_host_header) = lb.pass_host_header {
         push_bool(out, 8, "passHostHeader", pass_host_header);
     }
@@ -140,27 +117,22 @@ fn push_http_load_balancer(out: &mut String, lb: &HttpLoadBalancer, version: Tra
     }
 }
 
-fn push_address_servers(out: &mut String, lb: &AddressLoadBalancer) {
-    let mut addresses: Vec<&str> = lb.servers.iter().map(|s| s.address.as_str()).collect();
-    push_servers(out, "address", &mut addresses);
-}
-
-/// `servers:` with one `- <field>: "<value>"` item per distinct value, sorted; `servers: []`
-/// when there are none.
-fn push_servers(out: &mut String, field: &str, values: &mut Vec<&str>) {
-    values.sort_unstable();
-    values.dedup();
-    if values.is_empty() {
+/// `servers:` with one `- <field>: "<value>"` item per distinct server, sorted; `servers: []`
+/// when there are none. Server values (IP literals, ports, schemes) never need escaping.
+fn push_servers<S: Ord + std::fmt::Display>(out: &mut String, field: &str, servers: &[S]) {
+    if servers.is_empty() {
         out.push_str("        servers: []\n");
         return;
     }
+    let mut sorted: Vec<&S> = servers.iter().collect();
+    if !servers.windows(2).all(|pair| pair[0] < pair[1]) {
+        sorted.sort_unstable();
+        sorted.dedup();
+    }
     out.push_str("        servers:\n");
-    for value in values.iter() {
-        out.push_str("          - ");
-        out.push_str(field);
-        out.push_str(": ");
-        push_quoted(out, value);
-        out.push('\n');
+    for server in sorted {
+        // Infallible: writing to a String.
+        let _ = writeln!(out, "          - {field}: \"{server}\"");
     }
 }
 
@@ -200,11 +172,12 @@ fn push_health_check(out: &mut String, health_check: &HealthCheck) {
     const INDENT: usize = 10;
     out.push_str("        healthCheck:\n");
     push_string(out, INDENT, "path", &health_check.path);
+    // Durations are written as Go reads them, always with a unit.
     if let Some(interval) = health_check.interval {
-        push_string(out, INDENT, "interval", &humantime_like(interval));
+        push_string(out, INDENT, "interval", &interval.to_string());
     }
     if let Some(timeout) = health_check.timeout {
-        push_string(out, INDENT, "timeout", &humantime_like(timeout));
+        push_string(out, INDENT, "timeout", &timeout.to_string());
     }
 }
 
@@ -293,13 +266,16 @@ fn push_comment(out: &mut String, text: &str) {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::time::Duration;
 
     use super::*;
     use crate::traefik::{
-        AddressServer, HttpSection, HttpServer, HttpService, Sticky, TcpSection, TcpService,
-        UdpSection, UdpService,
+        AddressLoadBalancer, AddressServer, HttpSection, HttpServer, HttpService, ServiceName,
+        Sticky, TcpSection, TcpService, UdpSection, UdpService,
     };
+
+    fn name(text: &str) -> ServiceName {
+        text.parse().unwrap()
+    }
 
     fn text(doc: &Document, header: &str) -> String {
         String::from_utf8(render(doc, TraefikVersion::V3, header).bytes).unwrap()
@@ -311,7 +287,7 @@ mod tests {
                 servers: urls
                     .iter()
                     .map(|u| HttpServer {
-                        url: (*u).to_owned(),
+                        url: u.parse().unwrap(),
                     })
                     .collect(),
                 ..HttpLoadBalancer::default()
@@ -330,37 +306,37 @@ mod tests {
         web.load_balancer.pass_host_header = Some(false);
         web.load_balancer.sticky = Some(Sticky {
             cookie: StickyCookie {
-                name: Some("srv".to_owned()),
+                name: Some("srv".parse().unwrap()),
                 secure: Some(true),
                 http_only: Some(true),
                 same_site: Some(SameSite::Lax),
             },
         });
         web.load_balancer.health_check = Some(HealthCheck {
-            path: "/healthz".to_owned(),
-            interval: Some(Duration::from_secs(10)),
-            timeout: Some(Duration::from_millis(2500)),
+            path: "/healthz".parse().unwrap(),
+            interval: Some("10s".parse().unwrap()),
+            timeout: Some("2.5s".parse().unwrap()),
         });
-        http.insert("default-web-http".to_owned(), web);
-        http.insert("a-empty".to_owned(), http_service(&[]));
+        http.insert(name("default-web-http"), web);
+        http.insert(name("a-empty"), http_service(&[]));
         let mut tcp = BTreeMap::new();
         tcp.insert(
-            "db-pg-5432".to_owned(),
+            name("db-pg-5432"),
             TcpService {
                 load_balancer: AddressLoadBalancer {
                     servers: vec![AddressServer {
-                        address: "[fd00::1]:5432".to_owned(),
+                        address: "[fd00::1]:5432".parse().unwrap(),
                     }],
                 },
             },
         );
         let mut udp = BTreeMap::new();
         udp.insert(
-            "dns-53".to_owned(),
+            name("dns-53"),
             UdpService {
                 load_balancer: AddressLoadBalancer {
                     servers: vec![AddressServer {
-                        address: "10.0.0.9:53".to_owned(),
+                        address: "10.0.0.9:53".parse().unwrap(),
                     }],
                 },
             },
@@ -421,7 +397,7 @@ udp:
     #[test]
     fn versions_render_the_model_identically() {
         let mut services = BTreeMap::new();
-        services.insert("web".to_owned(), http_service(&["h2c://10.0.0.1:80"]));
+        services.insert(name("web"), http_service(&["h2c://10.0.0.1:80"]));
         let doc = Document {
             http: Some(HttpSection { services }),
             ..Document::default()
@@ -451,7 +427,7 @@ udp:
         let mut web = http_service(&["http://10.0.0.1:80"]);
         web.load_balancer.sticky = Some(Sticky::default());
         let mut services = BTreeMap::new();
-        services.insert("web".to_owned(), web);
+        services.insert(name("web"), web);
         let out = text(
             &Document {
                 http: Some(HttpSection { services }),

@@ -4,12 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::Duration;
 
 use ksd_shared::backend::{HealthCheck, SameSite, Scheme, StickyCookie, Target};
 use ksd_shared::traefik::{
-    AddressLoadBalancer, AddressServer, Document, HttpLoadBalancer, HttpSection, HttpServer,
-    HttpService, Sticky, TcpSection, TcpService, UdpSection, UdpService,
+    AddressLoadBalancer, AddressServer, Document, GoDuration, HttpLoadBalancer, HttpSection,
+    HttpServer, HttpService, ProbeDuration, ServiceName, Sticky, TcpSection, TcpService,
+    UdpSection, UdpService,
 };
 use proptest::prelude::*;
 
@@ -25,12 +25,17 @@ pub fn scheme() -> impl Strategy<Value = Scheme> {
     prop_oneof![Just(Scheme::Http), Just(Scheme::Https), Just(Scheme::H2c)]
 }
 
-pub fn duration() -> impl Strategy<Value = Duration> {
+/// Every health-check duration the model accepts, weighted towards round values.
+pub fn duration() -> impl Strategy<Value = ProbeDuration> {
+    let min = ProbeDuration::MIN.get().as_nanos();
+    let max = ProbeDuration::MAX.get().as_nanos();
     prop_oneof![
-        (1u64..=3_600).prop_map(Duration::from_secs),
-        (1u64..=3_600_000).prop_map(Duration::from_millis),
-        (1u64..=10_000_000_000).prop_map(Duration::from_nanos),
+        (1i64..=86_400).prop_map(|s| s * 1_000_000_000),
+        (1i64..=86_400_000).prop_map(|ms| ms * 1_000_000),
+        (1i64..=24).prop_map(|h| h * 3_600_000_000_000),
+        min..=max,
     ]
+    .prop_map(|nanos| ProbeDuration::new(GoDuration::from_nanos(nanos)).unwrap())
 }
 
 pub fn cookie() -> impl Strategy<Value = StickyCookie> {
@@ -40,7 +45,7 @@ pub fn cookie() -> impl Strategy<Value = StickyCookie> {
         Just(SameSite::Strict)
     ];
     (
-        proptest::option::of("[A-Za-z0-9_-]{1,24}"),
+        proptest::option::of("[A-Za-z0-9_-]{1,24}".prop_map(|n| n.parse().unwrap())),
         proptest::option::of(any::<bool>()),
         proptest::option::of(any::<bool>()),
         proptest::option::of(same_site),
@@ -60,7 +65,7 @@ pub fn health_check() -> impl Strategy<Value = HealthCheck> {
         proptest::option::of(duration()),
     )
         .prop_map(|(path, interval, timeout)| HealthCheck {
-            path,
+            path: path.parse().unwrap(),
             interval,
             timeout,
         })
@@ -78,7 +83,7 @@ pub fn http_load_balancer() -> impl Strategy<Value = HttpLoadBalancer> {
                 servers: servers
                     .into_iter()
                     .map(|(target, scheme)| HttpServer {
-                        url: target.url(scheme),
+                        url: target.server_url(scheme).unwrap(),
                     })
                     .collect(),
                 pass_host_header,
@@ -93,7 +98,7 @@ pub fn address_load_balancer() -> impl Strategy<Value = AddressLoadBalancer> {
         servers: targets
             .into_iter()
             .map(|t| AddressServer {
-                address: t.address(),
+                address: t.server_address().unwrap(),
             })
             .collect(),
     })
@@ -116,6 +121,9 @@ pub fn any_service() -> impl Strategy<Value = AnyService> {
 
 /// Puts services into their sections; empty sections are left out.
 pub fn assemble(services: BTreeMap<String, AnyService>) -> Document {
+    let services = services
+        .into_iter()
+        .map(|(name, service)| (ServiceName::parse(&name).unwrap(), service));
     let mut http = BTreeMap::new();
     let mut tcp = BTreeMap::new();
     let mut udp = BTreeMap::new();
@@ -173,25 +181,25 @@ pub fn rich_document() -> Document {
         AnyService::Http(HttpLoadBalancer {
             servers: vec![
                 HttpServer {
-                    url: "http://10.0.0.1:8080".to_owned(),
+                    url: "http://10.0.0.1:8080".parse().unwrap(),
                 },
                 HttpServer {
-                    url: "http://[fd00::1]:8080".to_owned(),
+                    url: "http://[fd00::1]:8080".parse().unwrap(),
                 },
             ],
             pass_host_header: Some(true),
             sticky: Some(Sticky {
                 cookie: StickyCookie {
-                    name: Some("srv".to_owned()),
+                    name: Some("srv".parse().unwrap()),
                     secure: Some(true),
                     http_only: Some(true),
                     same_site: Some(SameSite::Lax),
                 },
             }),
             health_check: Some(HealthCheck {
-                path: "/healthz".to_owned(),
-                interval: Some(Duration::from_secs(10)),
-                timeout: Some(Duration::from_millis(1500)),
+                path: "/healthz".parse().unwrap(),
+                interval: Some("10s".parse().unwrap()),
+                timeout: Some("1500ms".parse().unwrap()),
             }),
         }),
     );
@@ -199,7 +207,7 @@ pub fn rich_document() -> Document {
         "default-grpc-grpc".to_owned(),
         AnyService::Http(HttpLoadBalancer {
             servers: vec![HttpServer {
-                url: "h2c://10.0.0.2:9090".to_owned(),
+                url: "h2c://10.0.0.2:9090".parse().unwrap(),
             }],
             sticky: Some(Sticky::default()),
             ..HttpLoadBalancer::default()
@@ -210,10 +218,10 @@ pub fn rich_document() -> Document {
         AnyService::Tcp(AddressLoadBalancer {
             servers: vec![
                 AddressServer {
-                    address: "10.0.1.1:5432".to_owned(),
+                    address: "10.0.1.1:5432".parse().unwrap(),
                 },
                 AddressServer {
-                    address: "[fd00::2]:5432".to_owned(),
+                    address: "[fd00::2]:5432".parse().unwrap(),
                 },
             ],
         }),
@@ -222,7 +230,7 @@ pub fn rich_document() -> Document {
         "kube-system-dns-53".to_owned(),
         AnyService::Udp(AddressLoadBalancer {
             servers: vec![AddressServer {
-                address: "10.0.2.1:53".to_owned(),
+                address: "10.0.2.1:53".parse().unwrap(),
             }],
         }),
     );
