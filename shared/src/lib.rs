@@ -11,6 +11,7 @@
 //!   writes: [`traefik::document_from_backends`], deterministic rendering ([`traefik::render`]),
 //!   strict parsing and validation ([`traefik::parse_cluster_document`] for cluster documents,
 //!   [`traefik::parse_merged_document`] for the merged file).
+//! - [`status`]: the acknowledgement a named syncer writes at `<prefix>_status/<name>.json`.
 //! - [`merge`]: many clusters' documents into one ([`merge::merge`]): a union pool per service
 //!   name plus one pool per cluster, with a report of every conflict.
 
@@ -20,6 +21,7 @@
 pub mod backend;
 pub mod merge;
 pub mod names;
+pub mod status;
 pub mod traefik;
 
 /// Hex SHA-256 of some bytes: how both agents tell "same content" apart from "changed".
