@@ -11,6 +11,8 @@
 //! - [`watch`]: the kube-runtime watchers feeding the index, with re-list buffering;
 //! - [`publish`]: the [`publish::Publisher`] that uploads conditionally (`If-Match`) with
 //!   retries and a heartbeat;
+//! - [`acks`]: whether each named syncer serves this cluster's current document, read from
+//!   the syncers' acknowledgements in the bucket;
 //! - [`metrics`]: the Prometheus metrics;
 //! - [`settings`]: clap arguments validated into [`Settings`].
 //!
@@ -18,6 +20,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))] // a failed unwrap is a failed test
 
+pub mod acks;
 pub mod annotations;
 pub mod debounce;
 pub mod document;
@@ -91,6 +94,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         .map_err(Error::Kubernetes)?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
+    let ack_metrics = Arc::new(acks::AckMetrics::register(&mut registry));
     let config = WatchConfig {
         label_selector: settings.label_selector.clone(),
         namespaces: settings.namespaces.clone(),
@@ -140,12 +144,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
             source,
         })?;
     info!(storage = %storage.describe(), "publishing to storage");
+    let published = Arc::new(tokio::sync::Notify::new());
+    let ack_storage = storage.clone();
     let mut publisher = Publisher::new(
         storage,
         settings.cluster.clone(),
         settings.heartbeat,
         metrics.clone(),
-    );
+    )
+    .notify_published(published.clone());
 
     if settings.once {
         let result = match first_snapshot(&mut snapshots, &shutdown).await {
@@ -173,6 +180,23 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     .await
     .map_err(Error::Admin)?;
 
+    let ack_task = match settings.ack_interval {
+        Some(interval) => {
+            let reader = acks::AckReader::new(ack_storage, settings.cluster.clone(), ack_metrics)
+                .await
+                .map_err(|source| Error::Storage {
+                    url: settings.storage_url.to_string(),
+                    source,
+                })?;
+            Some(tokio::spawn(acks::run(
+                reader,
+                interval,
+                published,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     let publisher_task = tokio::spawn(publish::run(
         publisher,
         snapshots,
@@ -183,6 +207,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     health.set_shutting_down();
     // The publisher finishes an upload in flight before it returns.
     let _ = publisher_task.await;
+    if let Some(task) = ack_task {
+        let _ = task.await;
+    }
     let _ = index_task.await;
     admin_stop.cancel();
     let _ = admin_task.await;

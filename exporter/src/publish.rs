@@ -75,6 +75,8 @@ pub struct Publisher {
     heartbeat: Duration,
     metrics: Arc<Metrics>,
     objects: HashMap<String, Known>,
+    /// Notified after each complete publish (the acknowledgement reader listens).
+    published: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Publisher {
@@ -90,7 +92,14 @@ impl Publisher {
             heartbeat,
             metrics,
             objects: HashMap::new(),
+            published: None,
         }
+    }
+
+    /// Notifies `notify` after each complete publish.
+    pub fn notify_published(mut self, notify: Arc<tokio::sync::Notify>) -> Publisher {
+        self.published = Some(notify);
+        self
     }
 
     /// When the next heartbeat upload is due, if any object has been published.
@@ -110,6 +119,9 @@ impl Publisher {
             self.publish_output(output).await?;
         }
         self.metrics.published(SystemTime::now());
+        if let Some(notify) = &self.published {
+            notify.notify_one();
+        }
         Ok(())
     }
 
