@@ -11,6 +11,8 @@
 //!   [`Settings`].
 //! - [`state`]: the pure core. [`state::State`] remembers every cluster's last good document
 //!   and decides what to fetch, what the answers mean and what the file should hold.
+//! - [`status`]: what this syncer serves, on the admin port (`/`, `/status`,
+//!   `/status/services/NAME`), for `ksd-syncer explain`, and as the acknowledgement in the bucket.
 //! - [`output`]: the output file: atomic replacement, temporary-file hygiene, change detection.
 //! - `sync`: the one task that performs the I/O the state asks for, with timeouts, backoff and
 //!   metrics ([`metrics`]).
@@ -21,6 +23,7 @@ pub mod metrics;
 pub mod output;
 pub mod settings;
 pub mod state;
+pub mod status;
 mod sync;
 
 use std::path::PathBuf;

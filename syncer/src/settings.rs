@@ -22,6 +22,7 @@ pub const DEFAULT_CONFIRM_POLLS: &str = "3";
 pub const DEFAULT_STALE_AFTER: &str = "off";
 pub const DEFAULT_TRAEFIK_VERSION: &str = "v3";
 pub const DEFAULT_MAX_OBJECT_BYTES: &str = "8MiB";
+pub const DEFAULT_ACK_HEARTBEAT: &str = "5m";
 
 /// Command line and environment of `ksd-syncer`. Values stay raw strings here so that every
 /// mistake is reported the same way, naming the variable, by [`Settings::from_args`].
@@ -69,6 +70,15 @@ pub struct Args {
     #[arg(long, env = "MAX_OBJECT_BYTES", value_name = "SIZE", default_value = DEFAULT_MAX_OBJECT_BYTES)]
     pub max_object_bytes: String,
 
+    /// This syncer's name, a DNS label: with it, what this syncer serves is acknowledged in
+    /// <prefix>_status/<NAME>.json for the exporters; unset, nothing is written to the bucket
+    #[arg(long, env = "SYNCER_NAME", value_name = "NAME")]
+    pub syncer_name: Option<String>,
+
+    /// Re-write the acknowledgement this often even when nothing changed (with SYNCER_NAME)
+    #[arg(long, env = "ACK_HEARTBEAT", value_name = "DURATION", default_value = DEFAULT_ACK_HEARTBEAT)]
+    pub ack_heartbeat: String,
+
     #[command(flatten)]
     pub admin: AdminArgs,
 
@@ -97,6 +107,9 @@ pub struct Settings {
     pub stale_after: Option<Duration>,
     pub traefik_version: TraefikVersion,
     pub max_object_bytes: u64,
+    /// `SYNCER_NAME`: acknowledgements are written only with a name.
+    pub syncer_name: Option<ksd_shared::status::SyncerName>,
+    pub ack_heartbeat: Duration,
 }
 
 impl Settings {
@@ -119,6 +132,8 @@ impl Settings {
             traefik_version: TraefikVersion::parse(&args.traefik_version)
                 .map_err(|error| SettingsError::new("TRAEFIK_VERSION", error.to_string()))?,
             max_object_bytes: parse_size("MAX_OBJECT_BYTES", &args.max_object_bytes)?,
+            syncer_name: parse_syncer_name(args.syncer_name.as_deref())?,
+            ack_heartbeat: parse_positive_duration("ACK_HEARTBEAT", &args.ack_heartbeat)?,
         })
     }
 
@@ -173,6 +188,17 @@ fn parse_output_file(raw: &str) -> Result<String, SettingsError> {
         )));
     }
     Ok(raw.to_owned())
+}
+
+fn parse_syncer_name(
+    raw: Option<&str>,
+) -> Result<Option<ksd_shared::status::SyncerName>, SettingsError> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(name) => ksd_shared::status::SyncerName::parse(name)
+            .map(Some)
+            .map_err(|error| SettingsError::new("SYNCER_NAME", error.to_string())),
+    }
 }
 
 fn parse_positive_duration(variable: &'static str, raw: &str) -> Result<Duration, SettingsError> {

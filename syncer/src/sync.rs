@@ -65,24 +65,49 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         "ksd-syncer starting"
     );
 
+    crate::status::announce(settings.syncer_name.as_ref(), &storage);
+    let ack_storage = match &settings.syncer_name {
+        Some(_) if !settings.dry_run && !settings.once => Some(
+            storage
+                .child(ksd_shared::status::STATUS_DIR)
+                .await
+                .map_err(Error::Storage)?,
+        ),
+        _ => None,
+    };
     let mut syncer = Syncer::new(&settings, storage, metrics, health.clone());
 
     if settings.once {
         return syncer.once(&shutdown).await;
     }
+    let snapshots = syncer.status.subscribe();
+    let ack_task = match (ack_storage, settings.syncer_name.clone()) {
+        (Some(status), Some(name)) => Some(tokio::spawn(crate::status::run_acks(
+            status,
+            name,
+            snapshots.clone(),
+            settings.ack_heartbeat,
+            shutdown.clone(),
+        ))),
+        _ => None,
+    };
 
     // The admin server stops after the loop has drained, so probes keep answering meanwhile.
     let admin_stop = CancellationToken::new();
-    let (_, admin_task) = admin::serve(
+    let (_, admin_task) = admin::serve_with_routes(
         settings.admin_addr,
         Arc::new(registry),
         health.clone(),
+        crate::status::routes(snapshots),
         admin_stop.clone(),
     )
     .await
     .map_err(Error::Admin)?;
 
     syncer.run_loop(&settings, &shutdown).await;
+    if let Some(task) = ack_task {
+        let _ = task.await;
+    }
 
     health.set_shutting_down();
     admin_stop.cancel();
@@ -162,6 +187,8 @@ struct Syncer {
     metrics: Metrics,
     health: Health,
     sink: Sink,
+    /// What this syncer serves, for the status page and the acknowledgement.
+    status: crate::status::Tracker,
     /// The last composed document and the state revision it was composed from.
     desired: Option<(u64, Arc<Composed>)>,
     backoff: Backoff,
@@ -205,6 +232,7 @@ impl Syncer {
             version: settings.traefik_version,
             poll_interval: settings.poll_interval,
             state: State::new(),
+            status: crate::status::Tracker::new(settings.syncer_name.clone()),
             metrics,
             health,
             sink,
@@ -343,14 +371,17 @@ impl Syncer {
         let listing = self.list(shutdown).await?;
         let now = SystemTime::now();
         let plan = self.state.plan(&listing, &self.policy, now);
+        self.status.observe_listing(&listing, now);
         let fetched = self.fetch(plan, shutdown).await;
         let fetch_failures = fetched
             .iter()
             .filter(|(_, outcome)| *outcome == FetchOutcome::Failed)
             .count();
         let events = self.state.apply(&listing, fetched, &self.policy, now);
+        self.status.observe_events(&events);
         self.report(events);
         self.metrics.summary(&self.state.summary());
+        self.status.publish(&self.state, now);
         self.decide()?;
         self.publish().await?;
         Ok(CycleReport { fetch_failures })
@@ -574,6 +605,12 @@ impl Syncer {
                 after: WRITE_TIMEOUT,
             }),
         };
+        let wrote = matches!(result, Ok(Ensured::Adopted(_) | Ensured::Written { .. }));
+        if result.is_ok() {
+            self.status
+                .observe_output(output.path(), &desired.hash, desired.bytes.len(), wrote);
+            self.status.publish(&self.state, SystemTime::now());
+        }
         match result {
             Ok(Ensured::Unchanged) => {}
             Ok(Ensured::Adopted(found)) => {
