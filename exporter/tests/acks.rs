@@ -14,8 +14,8 @@ use common::{Harness, expect, exported, http_get, metric};
 use ksd_runtime::storage::{PutCondition, Storage};
 use ksd_shared::names::ClusterName;
 use ksd_shared::status::{Acknowledgement, ClusterAck, ClusterState, SyncerName};
-use ksd_testbed::process::wait_for;
-use ksd_testbed::slices::Pod;
+use ksd_testbed::process::{Agent, wait_for};
+use ksd_testbed::slices::{Pod, ready_pods};
 
 fn now() -> u64 {
     SystemTime::now()
@@ -229,4 +229,111 @@ async fn a_bad_ack_interval_is_refused_at_start() {
     let logs = exporter.agent.logs();
     assert!(status.is_some_and(|s| !s.success()), "{logs}");
     assert!(logs.contains("ACK_INTERVAL"), "{logs}");
+}
+
+/// Starts a real `ksd-syncer` named `name` on the harness's prefix, writing into `dir`.
+fn syncer(h: &Harness, name: &str, dir: &std::path::Path, extra: &[(&str, &str)]) -> Agent {
+    let mut env = h.s3.env();
+    env.extend(
+        [
+            ("STORAGE_URL", h.s3.storage_url(&h.prefix)),
+            ("TRAEFIK_DIR", dir.display().to_string()),
+            ("POLL_INTERVAL", "200ms".to_owned()),
+            ("SYNCER_NAME", name.to_owned()),
+            (
+                "ADMIN_ADDR",
+                format!("127.0.0.1:{}", ksd_testbed::process::free_port()),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v)),
+    );
+    for (k, v) in extra {
+        env.push(((*k).to_owned(), (*v).to_owned()));
+    }
+    Agent::spawn(
+        ksd_testbed::process::bin_path("ksd-syncer"),
+        &[] as &[&str],
+        env,
+        "ksd-syncer",
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_real_syncers_one_rejecting_the_document() {
+    let h = Harness::start("acks-e2e").await;
+    let web = exported("default", "web").port("http", 80, 8080).build();
+    h.api.apply_typed(&web).unwrap();
+    let pods = ready_pods("web", 3, std::net::Ipv4Addr::new(10, 0, 0, 1));
+    h.api.set_endpoints(&web, &pods).unwrap();
+    let mut exporter = h.spawn(&[], &[("ACK_INTERVAL", "1s")]);
+    h.wait_for_servers(
+        &mut exporter,
+        &expect(&[(
+            "default-web-http",
+            &[
+                "http://10.0.0.1:8080",
+                "http://10.0.0.2:8080",
+                "http://10.0.0.3:8080",
+            ],
+        )]),
+    )
+    .await;
+    let size = h.object().await.unwrap().len();
+    // Room for this document and a little more, not for the one with many more servers below.
+    let limit = (size + 200).to_string();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let _open = syncer(&h, "edge-open", dirs[0].path(), &[]);
+    let _strict = syncer(
+        &h,
+        "edge-strict",
+        dirs[1].path(),
+        &[("MAX_OBJECT_BYTES", &limit)],
+    );
+    wait_metrics(
+        &mut exporter,
+        "both syncers serve the document",
+        &[
+            ("ksd_exporter_syncer_serving{syncer=\"edge-open\"}", Some(1.0)),
+            ("ksd_exporter_syncer_serving{syncer=\"edge-strict\"}", Some(1.0)),
+        ],
+    )
+    .await;
+
+    // Many more servers: over edge-strict's limit, which rejects it; edge-open serves it.
+    let pods = ready_pods("big", 40, std::net::Ipv4Addr::new(10, 0, 1, 1));
+    h.api.set_endpoints(&web, &pods).unwrap();
+    wait_for("the larger document", Duration::from_secs(30), || async {
+        let bytes = h.object().await?;
+        (bytes.len() > size + 200).then_some(())
+    })
+    .await
+    .unwrap();
+    wait_metrics(
+        &mut exporter,
+        "edge-open serves, edge-strict rejects",
+        &[
+            ("ksd_exporter_syncer_serving{syncer=\"edge-open\"}", Some(1.0)),
+            ("ksd_exporter_syncer_serving{syncer=\"edge-strict\"}", Some(0.0)),
+        ],
+    )
+    .await;
+    let logs = exporter.agent.logs();
+    assert!(
+        logs.contains("edge-strict") && logs.contains("too_large"),
+        "the exporter's log names the syncer and the reason\n{logs}"
+    );
+
+    // Back under the limit: both serve again.
+    h.api.set_endpoints(&web, &pods[..2]).unwrap();
+    wait_metrics(
+        &mut exporter,
+        "both serve the smaller document",
+        &[
+            ("ksd_exporter_syncer_serving{syncer=\"edge-open\"}", Some(1.0)),
+            ("ksd_exporter_syncer_serving{syncer=\"edge-strict\"}", Some(1.0)),
+        ],
+    )
+    .await;
 }
