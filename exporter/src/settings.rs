@@ -210,7 +210,10 @@ impl Args {
         if !ack_interval.is_zero() && ack_interval < MIN_HEARTBEAT {
             return Err(SettingsError::new(
                 "ACK_INTERVAL",
-                format!("{} is shorter than 1s (0s turns reading off)", self.ack_interval.trim()),
+                format!(
+                    "{} is shorter than 1s (0s turns reading off)",
+                    self.ack_interval.trim()
+                ),
             ));
         }
         let ack_interval = Some(ack_interval).filter(|d| !d.is_zero());

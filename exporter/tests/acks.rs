@@ -206,7 +206,10 @@ async fn serving_metrics_follow_acknowledgements_and_new_documents() {
         &[
             ("ksd_exporter_syncer_serving{syncer=\"edge-a\"}", Some(1.0)),
             ("ksd_exporter_syncer_serving{syncer=\"edge-b\"}", None),
-            ("ksd_exporter_syncer_ack_age_seconds{syncer=\"edge-b\"}", None),
+            (
+                "ksd_exporter_syncer_ack_age_seconds{syncer=\"edge-b\"}",
+                None,
+            ),
         ],
     )
     .await;
@@ -295,8 +298,14 @@ async fn two_real_syncers_one_rejecting_the_document() {
         &mut exporter,
         "both syncers serve the document",
         &[
-            ("ksd_exporter_syncer_serving{syncer=\"edge-open\"}", Some(1.0)),
-            ("ksd_exporter_syncer_serving{syncer=\"edge-strict\"}", Some(1.0)),
+            (
+                "ksd_exporter_syncer_serving{syncer=\"edge-open\"}",
+                Some(1.0),
+            ),
+            (
+                "ksd_exporter_syncer_serving{syncer=\"edge-strict\"}",
+                Some(1.0),
+            ),
         ],
     )
     .await;
@@ -314,8 +323,14 @@ async fn two_real_syncers_one_rejecting_the_document() {
         &mut exporter,
         "edge-open serves, edge-strict rejects",
         &[
-            ("ksd_exporter_syncer_serving{syncer=\"edge-open\"}", Some(1.0)),
-            ("ksd_exporter_syncer_serving{syncer=\"edge-strict\"}", Some(0.0)),
+            (
+                "ksd_exporter_syncer_serving{syncer=\"edge-open\"}",
+                Some(1.0),
+            ),
+            (
+                "ksd_exporter_syncer_serving{syncer=\"edge-strict\"}",
+                Some(0.0),
+            ),
         ],
     )
     .await;
@@ -331,8 +346,14 @@ async fn two_real_syncers_one_rejecting_the_document() {
         &mut exporter,
         "both serve the smaller document",
         &[
-            ("ksd_exporter_syncer_serving{syncer=\"edge-open\"}", Some(1.0)),
-            ("ksd_exporter_syncer_serving{syncer=\"edge-strict\"}", Some(1.0)),
+            (
+                "ksd_exporter_syncer_serving{syncer=\"edge-open\"}",
+                Some(1.0),
+            ),
+            (
+                "ksd_exporter_syncer_serving{syncer=\"edge-strict\"}",
+                Some(1.0),
+            ),
         ],
     )
     .await;

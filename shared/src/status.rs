@@ -104,9 +104,11 @@ impl SyncerName {
 
     /// The inverse of [`SyncerName::file_name`]: a key listed inside [`STATUS_DIR`].
     pub fn from_file_name(key: &str) -> Result<SyncerName, StatusError> {
-        let stem = key.strip_suffix(".json").ok_or_else(|| StatusError::InvalidKey {
-            key: crate::names::shorten(key),
-        })?;
+        let stem = key
+            .strip_suffix(".json")
+            .ok_or_else(|| StatusError::InvalidKey {
+                key: crate::names::shorten(key),
+            })?;
         SyncerName::parse(stem).map_err(|_| StatusError::InvalidKey {
             key: crate::names::shorten(key),
         })
@@ -395,7 +397,11 @@ impl Acknowledgement {
                 seen: ack.etag.clone(),
             },
             ClusterState::Served => {
-                if ack.served_etag.as_deref().is_none_or(|e| same_etag(e, etag)) {
+                if ack
+                    .served_etag
+                    .as_deref()
+                    .is_none_or(|e| same_etag(e, etag))
+                {
                     Answer::Served {
                         servers: ack.servers,
                         services: ack.services,

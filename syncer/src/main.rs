@@ -18,7 +18,12 @@ struct ExplainArgs {
     #[arg(value_name = "NAME")]
     service: String,
     /// The syncer's admin address
-    #[arg(long, env = "ADMIN_ADDR", value_name = "ADDR", default_value = "127.0.0.1:9090")]
+    #[arg(
+        long,
+        env = "ADMIN_ADDR",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9090"
+    )]
     admin_addr: String,
     /// Print the JSON answer instead of text
     #[arg(long)]
@@ -29,7 +34,10 @@ fn explain(args: ExplainArgs) -> ExitCode {
     // A listen address of 0.0.0.0 is asked on the loopback interface.
     let addr = args.admin_addr.replace("0.0.0.0", "127.0.0.1");
     let Ok(addr) = addr.parse::<std::net::SocketAddr>() else {
-        eprintln!("error: invalid ADMIN_ADDR: {:?} is not host:port", args.admin_addr);
+        eprintln!(
+            "error: invalid ADMIN_ADDR: {:?} is not host:port",
+            args.admin_addr
+        );
         return ExitCode::from(2);
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()

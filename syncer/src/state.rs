@@ -502,7 +502,10 @@ impl State {
             rejected: state.rejection.as_ref().map(|r| r.reason),
             missing_polls: state.missing_polls,
             stale: state.stale,
-            good: state.good.as_ref().map(|good| (&good.document, good.servers)),
+            good: state
+                .good
+                .as_ref()
+                .map(|good| (&good.document, good.servers)),
             in_file: !state.stale && state.good.is_some(),
         })
     }

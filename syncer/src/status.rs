@@ -193,7 +193,11 @@ impl Snapshot {
             });
         }
         // A stale cluster's services are not in the file: they are known from its document.
-        for cluster in self.clusters.iter().filter(|c| c.state == ClusterState::Stale) {
+        for cluster in self
+            .clusters
+            .iter()
+            .filter(|c| c.state == ClusterState::Stale)
+        {
             explanation.left_out.push(ClusterLeftOut {
                 cluster: cluster.name.clone(),
                 state: cluster.state,
@@ -363,7 +367,13 @@ impl Tracker {
     /// Notes the file written (or found already right) for Traefik.
     /// `wrote`: this process wrote (or adopted) the file just now, rather than finding it
     /// unchanged.
-    pub fn observe_output(&mut self, path: &std::path::Path, hash: &str, bytes: usize, wrote: bool) {
+    pub fn observe_output(
+        &mut self,
+        path: &std::path::Path,
+        hash: &str,
+        bytes: usize,
+        wrote: bool,
+    ) {
         let same = self.output.as_ref().is_some_and(|o| o.hash == hash);
         let last_write = match &self.output {
             Some(o) if same && !wrote => o.last_write,
@@ -544,10 +554,7 @@ async fn json(AxumState(snapshots): AxumState<Snapshots>) -> Response {
     json_response(StatusCode::OK, &*snapshot)
 }
 
-async fn service(
-    AxumState(snapshots): AxumState<Snapshots>,
-    Path(name): Path<String>,
-) -> Response {
+async fn service(AxumState(snapshots): AxumState<Snapshots>, Path(name): Path<String>) -> Response {
     let snapshot = snapshots.borrow().clone();
     let explanation = snapshot.explain(&name);
     let known = explanation.served || !explanation.left_out.is_empty();
@@ -693,7 +700,10 @@ pub async fn run_acks(
     let mut etag: Option<String> = None;
     let mut known = false;
     let mut written: Option<(Acknowledgement, tokio::time::Instant)> = None;
-    let mut backoff = Backoff::new(Duration::from_secs(1), heartbeat.max(Duration::from_secs(1)));
+    let mut backoff = Backoff::new(
+        Duration::from_secs(1),
+        heartbeat.max(Duration::from_secs(1)),
+    );
     let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
@@ -804,8 +814,9 @@ pub async fn explain(admin: SocketAddr, service: &str) -> Result<(Explanation, S
     .await
     .map_err(|_| format!("connecting to {admin} timed out"))?
     .map_err(|e| format!("cannot connect to the syncer's admin port {admin}: {e}"))?;
-    let request =
-        format!("GET /status/services/{service} HTTP/1.0\r\nHost: {admin}\r\nAccept: application/json\r\n\r\n");
+    let request = format!(
+        "GET /status/services/{service} HTTP/1.0\r\nHost: {admin}\r\nAccept: application/json\r\n\r\n"
+    );
     stream
         .write_all(request.as_bytes())
         .await
@@ -813,7 +824,9 @@ pub async fn explain(admin: SocketAddr, service: &str) -> Result<(Explanation, S
     let mut response = Vec::new();
     tokio::time::timeout(
         Duration::from_secs(10),
-        (&mut stream).take(16 * 1024 * 1024).read_to_end(&mut response),
+        (&mut stream)
+            .take(16 * 1024 * 1024)
+            .read_to_end(&mut response),
     )
     .await
     .map_err(|_| format!("{admin} did not answer within 10s"))?
@@ -956,7 +969,10 @@ mod tests {
         assert_eq!(e.left_out.len(), 1);
         assert!(e.left_out[0].reason.contains("invalid_yaml"), "{e:?}");
         let text = render_explanation(&e);
-        assert!(text.contains("cluster b (http, version \"f1\"): http://10.1.0.1:80"), "{text}");
+        assert!(
+            text.contains("cluster b (http, version \"f1\"): http://10.1.0.1:80"),
+            "{text}"
+        );
 
         let none = sample().explain("nope");
         assert!(!none.served && none.left_out.is_empty());
@@ -992,7 +1008,13 @@ mod tests {
         assert!(html.contains("&lt;bad&gt; &amp; worse"), "{html}");
         assert!(!html.contains("<bad>"));
         assert!(!html.contains("<script"));
-        for fact in ["invalid_yaml", "&quot;e1&quot;", "default-web-80", "abc", "42"] {
+        for fact in [
+            "invalid_yaml",
+            "&quot;e1&quot;",
+            "default-web-80",
+            "abc",
+            "42",
+        ] {
             assert!(html.contains(fact), "{fact} missing");
         }
     }

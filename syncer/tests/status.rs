@@ -5,7 +5,6 @@
 
 mod common;
 
-
 use common::*;
 use ksd_runtime::storage::{Fetched, Storage};
 use ksd_shared::names::ClusterName;
@@ -73,8 +72,18 @@ async fn two_named_syncers_acknowledge_what_they_serve_and_say_why_not() {
     let large = http_doc(&[(
         "web",
         &[
-            "10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6", "10.1.0.7",
-            "10.1.0.8", "10.1.0.9", "10.1.0.10", "10.1.0.11", "10.1.0.12",
+            "10.1.0.1",
+            "10.1.0.2",
+            "10.1.0.3",
+            "10.1.0.4",
+            "10.1.0.5",
+            "10.1.0.6",
+            "10.1.0.7",
+            "10.1.0.8",
+            "10.1.0.9",
+            "10.1.0.10",
+            "10.1.0.11",
+            "10.1.0.12",
         ],
     )]);
     assert!(small.len() < 300 && large.len() > 300);
@@ -123,7 +132,13 @@ async fn two_named_syncers_acknowledge_what_they_serve_and_say_why_not() {
         .map(|o| o.key)
         .collect();
     assert_eq!(keys, ["edge-open.json", "edge-strict.json"]);
-    let root_keys: Vec<String> = root.list().await.unwrap().into_iter().map(|o| o.key).collect();
+    let root_keys: Vec<String> = root
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
     assert_eq!(root_keys, ["a.traefik.yaml", "b.traefik.yaml"]);
 
     // /status: the same facts as JSON.
@@ -199,7 +214,13 @@ async fn two_named_syncers_acknowledge_what_they_serve_and_say_why_not() {
     assert!(stdout.contains("not served"), "{stdout}");
 
     // The large document shrinks: edge-strict now serves it, and says so.
-    put(&s3, prefix, "b.traefik.yaml", http_doc(&[("web", &["10.2.0.9"])])).await;
+    put(
+        &s3,
+        prefix,
+        "b.traefik.yaml",
+        http_doc(&[("web", &["10.2.0.9"])]),
+    )
+    .await;
     let etag_b2 = etag_of(&root, "b.traefik.yaml").await;
     assert_ne!(etag_b, etag_b2);
     let ack = wait_ack(&status, "edge-strict", "edge-strict serves b", |ack| {

@@ -573,7 +573,13 @@ mod tests {
         put(&child, "edge-1.json", "{}", PutCondition::None).await;
         let parent: Vec<String> = s.list().await.unwrap().into_iter().map(|o| o.key).collect();
         assert_eq!(parent, ["a.traefik.yaml"]);
-        let inside: Vec<String> = child.list().await.unwrap().into_iter().map(|o| o.key).collect();
+        let inside: Vec<String> = child
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
         assert_eq!(inside, ["edge-1.json"]);
         assert!(tmp.path().join("_status/edge-1.json").is_file());
         assert!(s.child("a/b").await.is_err());
