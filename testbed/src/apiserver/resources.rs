@@ -367,7 +367,8 @@ mod tests {
             ]
         );
         assert!(resource_list("apps", "v1").is_none());
-        assert_eq!(group_list()["groups"].as_array().unwrap().len(), 2);
+        assert_eq!(group_list()["groups"].as_array().unwrap().len(), 3);
         assert!(group("discovery.k8s.io").is_some());
+        assert!(group("events.k8s.io").is_some());
     }
 }
