@@ -12,6 +12,8 @@
 //! - [`publish`]: the [`publish::Publisher`] that uploads conditionally (`If-Match`) with
 //!   retries and a heartbeat;
 //! - [`leader`]: leader election on a Lease, so that only one of several replicas writes;
+//! - [`acks`]: whether each named syncer serves this cluster's current document, read from
+//!   the syncers' acknowledgements in the bucket;
 //! - [`metrics`]: the Prometheus metrics;
 //! - [`settings`]: clap arguments validated into [`Settings`].
 //!
@@ -19,6 +21,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))] // a failed unwrap is a failed test
 
+pub mod acks;
 pub mod annotations;
 pub mod debounce;
 pub mod document;
@@ -96,6 +99,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     ksd_runtime::process::register(&mut registry);
+    let ack_metrics = Arc::new(acks::AckMetrics::register(&mut registry));
     let config = WatchConfig {
         label_selector: settings.label_selector.clone(),
         namespaces: settings.namespaces.clone(),
@@ -145,12 +149,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
             source,
         })?;
     info!(storage = %storage.describe(), "publishing to storage");
+    let published = Arc::new(tokio::sync::Notify::new());
+    let ack_storage = storage.clone();
     let mut publisher = Publisher::new(
         storage,
         settings.cluster.clone(),
         settings.heartbeat,
         metrics.clone(),
-    );
+    )
+    .notify_published(published.clone());
 
     if settings.once {
         let result = match first_snapshot(&mut snapshots, &shutdown).await {
@@ -194,6 +201,23 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         None => (publisher, None),
     };
 
+    let ack_task = match settings.ack_interval {
+        Some(interval) => {
+            let reader = acks::AckReader::new(ack_storage, settings.cluster.clone(), ack_metrics)
+                .await
+                .map_err(|source| Error::Storage {
+                    url: settings.storage_url.to_string(),
+                    source,
+                })?;
+            Some(tokio::spawn(acks::run(
+                reader,
+                interval,
+                published,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     let publisher_task = tokio::spawn(publish::run(
         publisher,
         snapshots,
@@ -204,6 +228,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     tasks.add("watch", fault::inject("watch", index_task));
     tasks.add("publish", fault::inject("publish", publisher_task));
     tasks.add("admin-server", fault::inject("admin-server", admin_task));
+    if let Some(ack_task) = ack_task {
+        tasks.add("acks", fault::inject("acks", ack_task));
+    }
     // Every task runs until the shutdown; one that ends before it, or panics, takes the
     // process down (non-zero, naming it) so that Kubernetes restarts a zombie exporter. The
     // election task returns its elector at the shutdown, so that the Lease can be released.

@@ -84,6 +84,8 @@ pub struct Publisher {
     /// The change whose latency was last observed, so that a retry or heartbeat of the same
     /// snapshot is not counted again.
     observed_change: Option<Instant>,
+    /// Notified after each complete publish (the acknowledgement reader listens).
+    published: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Publisher {
@@ -101,6 +103,7 @@ impl Publisher {
             objects: HashMap::new(),
             leadership: None,
             observed_change: None,
+            published: None,
         }
     }
 
@@ -121,6 +124,12 @@ impl Publisher {
         for known in self.objects.values_mut() {
             known.fresh = false;
         }
+    }
+
+    /// Notifies `notify` after each complete publish.
+    pub fn notify_published(mut self, notify: Arc<tokio::sync::Notify>) -> Publisher {
+        self.published = Some(notify);
+        self
     }
 
     /// When the next heartbeat upload is due, if any object has been published.
@@ -145,6 +154,9 @@ impl Publisher {
         {
             self.observed_change = Some(first);
             self.metrics.change_uploaded(first.elapsed().as_secs_f64());
+        }
+        if let Some(notify) = &self.published {
+            notify.notify_one();
         }
         Ok(())
     }

@@ -23,6 +23,7 @@ pub const DEFAULT_LEASE_NAME: &str = "ksd-exporter-leader";
 pub const DEFAULT_LEASE_DURATION: &str = "15s";
 pub const DEFAULT_LEASE_RENEW_DEADLINE: &str = "10s";
 pub const DEFAULT_LEASE_RETRY_PERIOD: &str = "2s";
+pub const DEFAULT_ACK_INTERVAL: &str = "1m";
 
 /// The shortest heartbeat accepted: anything faster is an upload loop, not a proof of life.
 const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
@@ -139,6 +140,11 @@ pub struct Args {
     )]
     pub lease_holder_identity: String,
 
+    /// Read the syncers' acknowledgements (<prefix>_status/*.json) this often, and once after
+    /// each publish; 0s turns reading off
+    #[arg(long, env = "ACK_INTERVAL", value_name = "DURATION", default_value = DEFAULT_ACK_INTERVAL)]
+    pub ack_interval: String,
+
     #[command(flatten)]
     pub storage: StorageArgs,
 
@@ -169,6 +175,8 @@ pub struct Settings {
     pub heartbeat: Duration,
     /// Never empty; in a fixed order, without duplicates.
     pub formats: Vec<ObjectFormat>,
+    /// How often acknowledgements are read; `None` when reading is off.
+    pub ack_interval: Option<Duration>,
     pub storage_url: StorageUrl,
     pub s3: S3Options,
     pub admin_addr: SocketAddr,
@@ -262,6 +270,17 @@ impl Args {
         }
 
         let formats = parse_formats(&self.output_formats)?;
+        let ack_interval = parse_duration_var("ACK_INTERVAL", &self.ack_interval)?;
+        if !ack_interval.is_zero() && ack_interval < MIN_HEARTBEAT {
+            return Err(SettingsError::new(
+                "ACK_INTERVAL",
+                format!(
+                    "{} is shorter than 1s (0s turns reading off)",
+                    self.ack_interval.trim()
+                ),
+            ));
+        }
+        let ack_interval = Some(ack_interval).filter(|d| !d.is_zero());
         let (storage_url, s3, storage_deprecations) = self.storage.resolve()?;
         deprecations.extend(storage_deprecations);
         let admin_addr = self.admin.resolve()?;
@@ -280,6 +299,7 @@ impl Args {
             max_delay,
             heartbeat,
             formats,
+            ack_interval,
             storage_url,
             s3,
             admin_addr,

@@ -113,13 +113,24 @@ pub async fn serve(
     health: Health,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), AdminError> {
+    serve_with_routes(addr, registry, health, Router::new(), shutdown).await
+}
+
+/// As [`serve`], with the agent's own `routes` next to the standard ones.
+pub async fn serve_with_routes(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    health: Health,
+    routes: Router,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, JoinHandle<()>), AdminError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| AdminError::Bind { addr, source })?;
     let bound = listener
         .local_addr()
         .map_err(|source| AdminError::Bind { addr, source })?;
-    let app = router(AppState { registry, health });
+    let app = router(AppState { registry, health }).merge(routes);
     let handle = tokio::spawn(async move {
         let server = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled_owned().await });

@@ -410,6 +410,19 @@ impl Storage {
         }
     }
 
+    /// The storage one level down: `<prefix><name>/` in a bucket, `<dir>/<name>/` on disk
+    /// (created when missing). Its keys are again plain names; [`Storage::list`] of `self`
+    /// never shows them. `name` follows the key rules.
+    pub async fn child(&self, name: &str) -> Result<Storage, StorageError> {
+        validate_key(name)?;
+        match self {
+            Storage::S3(s) => Ok(Storage::S3(s.child(name))),
+            Storage::Local(l) => Ok(Storage::Local(
+                LocalStorage::open(&l.dir().join(name)).await?,
+            )),
+        }
+    }
+
     /// A one-line description for logs (URL, endpoint, addressing style).
     pub fn describe(&self) -> String {
         match self {

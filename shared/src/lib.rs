@@ -13,6 +13,7 @@
 //!   [`traefik::parse_merged_document`] for the merged file).
 //! - [`duration`]: Go's `time.ParseDuration` grammar and range ([`duration::GoDuration`]), the
 //!   health-check bounds ([`duration::ProbeDuration`]) and the settings' [`parse_duration`].
+//! - [`status`]: the acknowledgement a named syncer writes at `<prefix>_status/<name>.json`.
 //! - [`merge`]: many clusters' documents into one ([`merge::merge`]): a union pool per service
 //!   name plus one pool per cluster, with a report of every conflict.
 
@@ -24,6 +25,7 @@ pub mod duration;
 pub mod merge;
 pub mod names;
 pub mod policy;
+pub mod status;
 pub mod traefik;
 
 /// Hex SHA-256 of some bytes: how both agents tell "same content" apart from "changed".

@@ -11,6 +11,8 @@
 //!   [`Settings`].
 //! - [`state`]: the pure core. [`state::State`] remembers every cluster's last good document
 //!   and decides what to fetch, what the answers mean and what the file should hold.
+//! - [`status`]: what this syncer serves, on the admin port (`/`, `/status`,
+//!   `/status/services/NAME`), for `ksd-syncer explain`, and as the acknowledgement in the bucket.
 //! - [`output`]: the output file: atomic replacement, temporary-file hygiene, change detection.
 //! - [`guard`]: what no cluster may put in the file: servers the address policy refuses
 //!   ([`ksd_shared::policy`], per cluster) and services named like the administrator's own;
@@ -32,6 +34,7 @@ pub mod output;
 pub mod restore;
 pub mod settings;
 pub mod state;
+pub mod status;
 mod sync;
 
 use std::path::PathBuf;

@@ -23,6 +23,7 @@ pub const DEFAULT_CONFIRM_POLLS: &str = "3";
 pub const DEFAULT_STALE_AFTER: &str = "off";
 pub const DEFAULT_TRAEFIK_VERSION: &str = "v3";
 pub const DEFAULT_MAX_OBJECT_BYTES: &str = "8MiB";
+pub const DEFAULT_ACK_HEARTBEAT: &str = "5m";
 
 /// Command line and environment of `ksd-syncer`. Values stay raw strings here so that every
 /// mistake is reported the same way, naming the variable, by [`Settings::from_args`].
@@ -88,6 +89,15 @@ pub struct Args {
     #[arg(long, env = "S3_EVENT_QUEUE_URL", value_name = "URL")]
     pub s3_event_queue_url: Option<String>,
 
+    /// This syncer's name, a DNS label: with it, what this syncer serves is acknowledged in
+    /// <prefix>_status/<NAME>.json for the exporters; unset, nothing is written to the bucket
+    #[arg(long, env = "SYNCER_NAME", value_name = "NAME")]
+    pub syncer_name: Option<String>,
+
+    /// Re-write the acknowledgement this often even when nothing changed (with SYNCER_NAME)
+    #[arg(long, env = "ACK_HEARTBEAT", value_name = "DURATION", default_value = DEFAULT_ACK_HEARTBEAT)]
+    pub ack_heartbeat: String,
+
     #[command(flatten)]
     pub admin: AdminArgs,
 
@@ -123,6 +133,9 @@ pub struct Settings {
     pub address_policy: AddressPolicy,
     /// `S3_EVENT_QUEUE_URL`: where bucket event notifications arrive, if anywhere.
     pub event_queue_url: Option<String>,
+    /// `SYNCER_NAME`: acknowledgements are written only with a name.
+    pub syncer_name: Option<ksd_shared::status::SyncerName>,
+    pub ack_heartbeat: Duration,
 }
 
 impl Settings {
@@ -155,6 +168,8 @@ impl Settings {
                 args.s3_event_queue_url.as_deref(),
                 &storage_url,
             )?,
+            syncer_name: parse_syncer_name(args.syncer_name.as_deref())?,
+            ack_heartbeat: parse_positive_duration("ACK_HEARTBEAT", &args.ack_heartbeat)?,
         })
     }
 
@@ -237,6 +252,17 @@ fn parse_output_file(raw: &str) -> Result<String, SettingsError> {
         )));
     }
     Ok(raw.to_owned())
+}
+
+fn parse_syncer_name(
+    raw: Option<&str>,
+) -> Result<Option<ksd_shared::status::SyncerName>, SettingsError> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(name) => ksd_shared::status::SyncerName::parse(name)
+            .map(Some)
+            .map_err(|error| SettingsError::new("SYNCER_NAME", error.to_string())),
+    }
 }
 
 fn parse_positive_duration(variable: &'static str, raw: &str) -> Result<Duration, SettingsError> {

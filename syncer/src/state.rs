@@ -171,6 +171,23 @@ pub struct Summary {
     pub invalid_keys: usize,
 }
 
+/// One cluster as [`State::cluster_facts`] reports it.
+#[derive(Clone, Debug)]
+pub struct ClusterFacts<'a> {
+    pub cluster: &'a ClusterName,
+    /// ETag of the last version processed (accepted or rejected).
+    pub processed_etag: Option<&'a str>,
+    /// The reason the latest version was refused, if it was.
+    pub rejected: Option<&'static str>,
+    /// Consecutive listings without the cluster's object.
+    pub missing_polls: u32,
+    pub stale: bool,
+    /// The last good document and its server count.
+    pub good: Option<(&'a Document, usize)>,
+    /// Whether the good document is in the file (it is, unless stale).
+    pub in_file: bool,
+}
+
 #[derive(Clone, Debug)]
 struct GoodDocument {
     document: Document,
@@ -533,6 +550,28 @@ impl State {
             .iter()
             .filter(|(_, state)| !state.stale)
             .filter_map(|(cluster, state)| state.good.as_ref().map(|good| (cluster, good)))
+    }
+
+    /// What the state knows about each cluster, in name order: the facts behind the status
+    /// page and the acknowledgement (`crate::status`).
+    pub fn cluster_facts(&self) -> impl Iterator<Item = ClusterFacts<'_>> {
+        self.clusters.iter().map(|(cluster, state)| ClusterFacts {
+            cluster,
+            processed_etag: state.processed_etag.as_deref(),
+            rejected: state.rejection.as_ref().map(|r| r.reason),
+            missing_polls: state.missing_polls,
+            stale: state.stale,
+            good: state
+                .good
+                .as_ref()
+                .map(|good| (&good.document, good.servers)),
+            in_file: !state.stale && state.good.is_some(),
+        })
+    }
+
+    /// The conflicts of the latest merge.
+    pub fn conflicts(&self) -> &[Conflict] {
+        &self.conflicts
     }
 
     /// Records the conflicts of the latest merge; true when they differ from the previous ones

@@ -75,6 +75,16 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         "ksd-syncer starting"
     );
 
+    crate::status::announce(settings.syncer_name.as_ref(), &storage);
+    let ack_storage = match &settings.syncer_name {
+        Some(_) if !settings.dry_run && !settings.once => Some(
+            storage
+                .child(ksd_shared::status::STATUS_DIR)
+                .await
+                .map_err(Error::Storage)?,
+        ),
+        _ => None,
+    };
     let mut syncer = Syncer::new(&settings, storage, metrics, health.clone());
     syncer.restore_from_output().await;
 
@@ -82,13 +92,25 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         return syncer.once(&shutdown).await;
     }
     let queue_task = start_event_queue(&settings, &mut registry, &mut syncer, &shutdown).await;
+    let snapshots = syncer.status.subscribe();
+    let ack_task = match (ack_storage, settings.syncer_name.clone()) {
+        (Some(status), Some(name)) => Some(tokio::spawn(crate::status::run_acks(
+            status,
+            name,
+            snapshots.clone(),
+            settings.ack_heartbeat,
+            shutdown.clone(),
+        ))),
+        _ => None,
+    };
 
     // The admin server stops after the loop has drained, so probes keep answering meanwhile.
     let admin_stop = CancellationToken::new();
-    let (_, admin_task) = admin::serve(
+    let (_, admin_task) = admin::serve_with_routes(
         settings.admin_addr,
         Arc::new(registry),
         health.clone(),
+        crate::status::routes(snapshots),
         admin_stop.clone(),
     )
     .await
@@ -108,6 +130,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     );
     let mut admin_task = fault::inject("admin-server", admin_task);
     let mut queue_task = queue_task.map(|task| fault::inject("event-queue", task));
+    let mut ack_task = ack_task.map(|task| fault::inject("acks", task));
     let outcome = tokio::select! {
         joined = &mut sync_task => supervised("sync-loop", joined, &shutdown),
         joined = &mut admin_task => {
@@ -124,13 +147,23 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
             let _ = (&mut sync_task).await;
             outcome
         }
+        joined = ksd_runtime::shutdown::join_optional(&mut ack_task) => {
+            ack_task = None;
+            let outcome = supervised("acks", joined, &shutdown);
+            shutdown.cancel();
+            let _ = (&mut sync_task).await;
+            outcome
+        }
     };
-    // Whatever ended first, the event queue stops with the loop.
+    // Whatever ended first, the event queue and the acknowledgements stop with the loop.
     shutdown.cancel();
     if let Some(task) = queue_task
         && let Err(error) = task.await
     {
         warn!(%error, "event queue task ended abnormally");
+    }
+    if let Some(task) = ack_task {
+        let _ = task.await;
     }
 
     health.set_shutting_down();
@@ -304,6 +337,8 @@ struct Syncer {
     metrics: Metrics,
     health: Health,
     sink: Sink,
+    /// What this syncer serves, for the status page and the acknowledgement.
+    status: crate::status::Tracker,
     /// The last composed document and the state revision it was composed from.
     desired: Option<(u64, Arc<Composed>)>,
     backoff: Backoff,
@@ -365,6 +400,7 @@ impl Syncer {
             version: settings.traefik_version,
             poll_interval: settings.poll_interval,
             state: State::new(),
+            status: crate::status::Tracker::new(settings.syncer_name.clone()),
             metrics,
             health,
             sink,
@@ -655,19 +691,23 @@ impl Syncer {
         let listing = self.list(shutdown).await?;
         // Staleness is measured on our own monotonic clock, never against the store's.
         let now = std::time::Instant::now();
-        self.metrics.document_ages(&listing, SystemTime::now());
+        let wall = SystemTime::now();
+        self.metrics.document_ages(&listing, wall);
         let plan = self.state.plan(&listing, &self.policy);
+        self.status.observe_listing(&listing, wall);
         let fetched = self.fetch(plan, shutdown).await;
         let fetch_failures = fetched
             .iter()
             .filter(|(_, outcome)| *outcome == FetchOutcome::Failed)
             .count();
         let events = self.state.apply(&listing, fetched, &self.policy, now);
+        self.status.observe_events(&events);
         self.report(events);
         self.metrics.summary(&self.state.summary());
         self.metrics
             .restored_clusters(self.state.restored_clusters().len());
         self.rescan_admin_files().await;
+        self.status.publish(&self.state, wall);
         self.decide()?;
         self.publish().await?;
         Ok(CycleReport { fetch_failures })
@@ -971,6 +1011,12 @@ impl Syncer {
                 after: WRITE_TIMEOUT,
             }),
         };
+        let wrote = matches!(result, Ok(Ensured::Adopted(_) | Ensured::Written { .. }));
+        if result.is_ok() {
+            self.status
+                .observe_output(output.path(), &desired.hash, desired.bytes.len(), wrote);
+            self.status.publish(&self.state, SystemTime::now());
+        }
         match result {
             Ok(Ensured::Unchanged) => self.metrics.change_settled(),
             Ok(Ensured::Adopted(found)) => {

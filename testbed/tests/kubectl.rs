@@ -354,3 +354,60 @@ async fn discovery_api_resources_and_version() {
     let namespaces = kubectl.json(&["get", "ns", "-o", "json"]).await;
     assert!(item_names(&namespaces).contains(&"default"));
 }
+
+const EVENT: &str = r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: events.k8s.io/v1
+kind: Event
+metadata:
+  name: web.served-by-edge-1
+  namespace: shop
+eventTime: "2026-01-02T03:04:05.000000Z"
+reportingController: k8s-service-discovery/exporter
+reportingInstance: ksd-exporter-prod
+action: Serve
+reason: Served
+type: Normal
+note: served by syncer edge-1 as shop-web-http
+regarding:
+  apiVersion: v1
+  kind: Service
+  name: web
+  namespace: shop
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_k8s_io_events_are_served_to_kubectl() {
+    let server = TestApiServer::start().await.unwrap();
+    let kubectl = Kubectl::new(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(dir.path(), EVENT);
+    let out = kubectl
+        .run(&["apply", "-f", manifest.to_str().unwrap()])
+        .await;
+    assert!(
+        out.contains("event.events.k8s.io/web.served-by-edge-1 created"),
+        "{out}"
+    );
+    let list = kubectl
+        .json(&["get", "events.events.k8s.io", "-n", "shop", "-o", "json"])
+        .await;
+    assert_eq!(item_names(&list), ["web.served-by-edge-1"]);
+    assert_eq!(
+        list["items"][0]["note"],
+        "served by syncer edge-1 as shop-web-http"
+    );
+    assert_eq!(list["items"][0]["regarding"]["name"], "web");
+    // The plain name and the short name resolve to the same resource.
+    let table = kubectl.run(&["get", "events", "-n", "shop"]).await;
+    assert!(table.contains("web.served-by-edge-1"), "{table}");
+    let table = kubectl.run(&["get", "ev", "-n", "shop"]).await;
+    assert!(table.contains("web.served-by-edge-1"), "{table}");
+    let stored = server
+        .get("events", "shop", "web.served-by-edge-1")
+        .unwrap();
+    assert_eq!(stored["reason"], "Served");
+}

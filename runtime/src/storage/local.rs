@@ -616,6 +616,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_child_is_its_own_listing_and_invisible_to_the_parent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = storage(tmp.path()).await;
+        put(&s, "a.traefik.yaml", "a", PutCondition::None).await;
+        let child = s.child("_status").await.unwrap();
+        put(&child, "edge-1.json", "{}", PutCondition::None).await;
+        let parent: Vec<String> = s.list().await.unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(parent, ["a.traefik.yaml"]);
+        let inside: Vec<String> = child
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(inside, ["edge-1.json"]);
+        assert!(tmp.path().join("_status/edge-1.json").is_file());
+        assert!(s.child("a/b").await.is_err());
+    }
+
+    #[tokio::test]
     async fn list_shows_only_visible_regular_files() {
         let tmp = tempfile::tempdir().unwrap();
         let s = storage(tmp.path()).await;

@@ -111,6 +111,13 @@ impl S3Storage {
         self.list_page_size = Some(n.max(1));
     }
 
+    /// The same bucket and client one level down: `<prefix><name>/`.
+    pub(super) fn child(&self, name: &str) -> S3Storage {
+        let mut child = self.clone();
+        child.prefix = format!("{}{name}/", self.prefix);
+        child
+    }
+
     pub(super) fn url(&self) -> StorageUrl {
         StorageUrl::S3 {
             bucket: self.bucket.clone(),

@@ -24,7 +24,7 @@ pub(crate) const NAMESPACES: usize = 0;
 pub(crate) const SERVICES: usize = 1;
 pub(crate) const ENDPOINT_SLICES: usize = 2;
 
-pub(crate) static RESOURCES: [ResourceType; 4] = [
+pub(crate) static RESOURCES: [ResourceType; 5] = [
     ResourceType {
         index: NAMESPACES,
         group: "",
@@ -70,6 +70,18 @@ pub(crate) static RESOURCES: [ResourceType; 4] = [
         kind: "Lease",
         namespaced: true,
         short_names: &[],
+        categories: &[],
+        has_status: false,
+    },
+    ResourceType {
+        index: 4,
+        group: "events.k8s.io",
+        version: "v1",
+        plural: "events",
+        singular: "event",
+        kind: "Event",
+        namespaced: true,
+        short_names: &["ev"],
         categories: &[],
         has_status: false,
     },
@@ -355,7 +367,8 @@ mod tests {
             ]
         );
         assert!(resource_list("apps", "v1").is_none());
-        assert_eq!(group_list()["groups"].as_array().unwrap().len(), 2);
+        assert_eq!(group_list()["groups"].as_array().unwrap().len(), 3);
         assert!(group("discovery.k8s.io").is_some());
+        assert!(group("events.k8s.io").is_some());
     }
 }

@@ -1,0 +1,252 @@
+//! What a syncer serves, as it tells it: `/status`, `/`, `/status/services/NAME`,
+//! `ksd-syncer explain`, and the acknowledgement it writes with `SYNCER_NAME` (S3 via moto).
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::*;
+use ksd_runtime::storage::{Fetched, Storage};
+use ksd_shared::names::ClusterName;
+use ksd_shared::status::{Acknowledgement, Answer, ClusterState};
+use ksd_testbed::process::wait_for;
+use ksd_testbed::s3::S3Fixture;
+
+fn storage(s3: &S3Fixture, prefix: &str) -> Storage {
+    Storage::from_s3_client(s3.client(), s3.bucket(), prefix)
+}
+
+async fn etag_of(root: &Storage, key: &str) -> String {
+    root.list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|o| o.key == key)
+        .map(|o| o.etag)
+        .unwrap()
+}
+
+/// Waits until `syncer`'s acknowledgement answers `check`, returning it.
+async fn wait_ack(
+    status: &Storage,
+    syncer: &str,
+    what: &str,
+    check: impl Fn(&Acknowledgement) -> bool,
+) -> Acknowledgement {
+    let key = format!("{syncer}.json");
+    let result = wait_for(what, WAIT, || {
+        let key = key.clone();
+        let check = &check;
+        async move {
+            let Ok(Fetched::Object(object)) = status.get(&key, None).await else {
+                return None;
+            };
+            let ack = Acknowledgement::parse_keyed(&key, &object.bytes).unwrap();
+            check(&ack).then_some(ack)
+        }
+    })
+    .await;
+    result.unwrap()
+}
+
+fn explain(admin: std::net::SocketAddr, service: &str) -> (Option<i32>, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ksd-syncer"))
+        .args(["explain", service, "--admin-addr", &admin.to_string()])
+        .env_remove("ADMIN_ADDR")
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_named_syncers_acknowledge_what_they_serve_and_say_why_not() {
+    let s3 = S3Fixture::start().await.unwrap();
+    let prefix = "status/";
+    let root = storage(&s3, prefix);
+    let status = root.child("_status").await.unwrap();
+    let small = http_doc(&[("web", &["10.0.0.1"])]);
+    let large = http_doc(&[(
+        "web",
+        &[
+            "10.1.0.1",
+            "10.1.0.2",
+            "10.1.0.3",
+            "10.1.0.4",
+            "10.1.0.5",
+            "10.1.0.6",
+            "10.1.0.7",
+            "10.1.0.8",
+            "10.1.0.9",
+            "10.1.0.10",
+            "10.1.0.11",
+            "10.1.0.12",
+        ],
+    )]);
+    assert!(small.len() < 300 && large.len() > 300);
+    put(&s3, prefix, "a.traefik.yaml", small.clone()).await;
+    put(&s3, prefix, "b.traefik.yaml", large.clone()).await;
+    let etag_a = etag_of(&root, "a.traefik.yaml").await;
+    let etag_b = etag_of(&root, "b.traefik.yaml").await;
+
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let strict = SyncerConfig::s3(&s3, prefix, dirs[0].path())
+        .env("SYNCER_NAME", "edge-strict")
+        .env("MAX_OBJECT_BYTES", "300")
+        .spawn();
+    let open = SyncerConfig::s3(&s3, prefix, dirs[1].path())
+        .env("SYNCER_NAME", "edge-open")
+        .spawn();
+    let anonymous = SyncerConfig::s3(&s3, prefix, dirs[2].path()).spawn();
+
+    let a = ClusterName::parse("a").unwrap();
+    let b = ClusterName::parse("b").unwrap();
+    let ack = wait_ack(&status, "edge-strict", "edge-strict acknowledges", |ack| {
+        ack.clusters.len() == 2
+    })
+    .await;
+    assert!(ack.answer(&a, &etag_a).is_served(), "{ack:?}");
+    match ack.answer(&b, &etag_b) {
+        Answer::Rejected { reason, .. } => assert_eq!(reason, "too_large"),
+        other => panic!("b on edge-strict: {other:?}"),
+    }
+    let ack = wait_ack(&status, "edge-open", "edge-open acknowledges", |ack| {
+        ack.clusters.len() == 2
+    })
+    .await;
+    assert!(ack.answer(&a, &etag_a).is_served(), "{ack:?}");
+    assert!(ack.answer(&b, &etag_b).is_served(), "{ack:?}");
+    assert_eq!(ack.clusters[&b].servers, 12);
+    assert!(ack.output_hash.is_some());
+
+    // The syncer without SYNCER_NAME serves too, and wrote nothing to the bucket.
+    anonymous.wait_clusters("a, b").await;
+    let keys: Vec<String> = status
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys, ["edge-open.json", "edge-strict.json"]);
+    let root_keys: Vec<String> = root
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(root_keys, ["a.traefik.yaml", "b.traefik.yaml"]);
+
+    // /status: the same facts as JSON.
+    let (code, body) = http_get(strict.admin, "/status").await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["syncer"], "edge-strict");
+    assert_eq!(json["synced"], true);
+    let clusters = json["clusters"].as_array().unwrap();
+    assert_eq!(clusters.len(), 2);
+    assert_eq!(clusters[0]["name"], "a");
+    assert_eq!(clusters[0]["state"], "served");
+    assert_eq!(clusters[0]["key"], "a.traefik.yaml");
+    assert_eq!(clusters[0]["etag"], etag_a.as_str());
+    assert_eq!(clusters[0]["services"][0]["name"], "web");
+    assert_eq!(
+        clusters[0]["services"][0]["servers"][0],
+        "http://10.0.0.1:80"
+    );
+    assert!(clusters[0]["lastModified"].as_u64().is_some());
+    assert_eq!(clusters[1]["name"], "b");
+    assert_eq!(clusters[1]["state"], "rejected");
+    assert_eq!(clusters[1]["reason"], "too_large");
+    assert_eq!(clusters[1]["servers"], 0);
+    let hash = json["output"]["hash"].as_str().unwrap();
+    assert_eq!(
+        hash,
+        ksd_shared::content_hash(&std::fs::read(&strict.output).unwrap())
+    );
+
+    // `/`: the same facts in HTML, without scripts.
+    let (code, html) = http_get(strict.admin, "/").await.unwrap();
+    assert_eq!(code, 200);
+    for fact in [
+        "edge-strict",
+        "too_large",
+        "rejected",
+        "served",
+        "http://10.0.0.1:80",
+        hash,
+        "a.traefik.yaml",
+        "b.traefik.yaml",
+    ] {
+        assert!(html.contains(fact), "{fact} missing from\n{html}");
+    }
+    assert!(!html.contains("<script"), "{html}");
+
+    // One service: which clusters contributed which servers, and why one is left out.
+    let (code, body) = http_get(open.admin, "/status/services/web").await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    let explained: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(explained["served"], true);
+    let contributors: Vec<&str> = explained["contributions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["cluster"].as_str().unwrap())
+        .collect();
+    assert_eq!(contributors, ["a", "b"]);
+    assert_eq!(explained["contributions"][1]["etag"], etag_b.as_str());
+    let (code, _) = http_get(open.admin, "/status/services/nothing-here")
+        .await
+        .unwrap();
+    assert_eq!(code, 404);
+
+    let (code, stdout, stderr) = explain(open.admin, "web");
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("service web: served"), "{stdout}");
+    assert!(stdout.contains("cluster a (http"), "{stdout}");
+    assert!(stdout.contains("http://10.1.0.6:80"), "{stdout}");
+    let (code, stdout, _) = explain(strict.admin, "nothing-here");
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("not served"), "{stdout}");
+
+    // The large document shrinks: edge-strict now serves it, and says so.
+    put(
+        &s3,
+        prefix,
+        "b.traefik.yaml",
+        http_doc(&[("web", &["10.2.0.9"])]),
+    )
+    .await;
+    let etag_b2 = etag_of(&root, "b.traefik.yaml").await;
+    assert_ne!(etag_b, etag_b2);
+    let ack = wait_ack(&status, "edge-strict", "edge-strict serves b", |ack| {
+        ack.answer(&b, &etag_b2).is_served()
+    })
+    .await;
+    assert_eq!(ack.clusters[&b].state, ClusterState::Served);
+    assert_eq!(ack.clusters[&b].servers, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_syncer_name_that_is_no_dns_label_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = SyncerConfig::new(&file_url(dir.path()), dir.path())
+        .env("SYNCER_NAME", "Edge_1")
+        .run()
+        .await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("SYNCER_NAME"), "{stderr}");
+    assert!(stderr.contains("DNS label"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_reports_an_unreachable_syncer() {
+    let port = ksd_testbed::process::free_port();
+    let (code, _, stderr) = explain(format!("127.0.0.1:{port}").parse().unwrap(), "web");
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+}
