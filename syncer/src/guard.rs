@@ -257,7 +257,10 @@ mod tests {
         };
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(http_server_ip(&url("http://10.0.0.1:80")), ip("10.0.0.1"));
-        assert_eq!(http_server_ip(&url("https://[fd00::1]:8443")), ip("fd00::1"));
+        assert_eq!(
+            http_server_ip(&url("https://[fd00::1]:8443")),
+            ip("fd00::1")
+        );
         assert_eq!(
             http_server_ip(&url("h2c://[::ffff:127.0.0.1]:80")),
             ip("::ffff:127.0.0.1")

@@ -27,8 +27,8 @@
 //! [`run`] is the whole agent; `main.rs` only parses settings and installs logging.
 
 pub mod admin_files;
-pub mod guard;
 pub mod events;
+pub mod guard;
 pub mod metrics;
 pub mod output;
 pub mod restore;

@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::admin_files::AdminFiles;
-use crate::guard::Exclusion;
 use crate::events::{self, Batch, Sequencers};
+use crate::guard::Exclusion;
 use crate::metrics::{EventMetrics, Metrics};
 use crate::output::{Fingerprint, OutputFile};
 use crate::state::{

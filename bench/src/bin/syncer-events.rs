@@ -207,7 +207,10 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let merged = std::fs::read(dir.path().join(OUTPUT_FILE)).context("the merged file")?;
     println!("merged file: {} bytes", merged.len());
-    line("events on (POLL_INTERVAL=60s): upload done -> file", &events);
+    line(
+        "events on (POLL_INTERVAL=60s): upload done -> file",
+        &events,
+    );
 
     // 2. Polling.
     let mut polls = Vec::new();
