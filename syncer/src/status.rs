@@ -33,6 +33,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::guard::Exclusion;
 use crate::state::{Event, State};
 
 /// Everything the status page shows, as of one sync cycle.
@@ -286,6 +287,10 @@ pub struct Tracker {
     listed: BTreeMap<ClusterName, Listed>,
     accepted: BTreeMap<ClusterName, String>,
     rejections: BTreeMap<ClusterName, String>,
+    /// What the guard left out of the file in the last composition, per cluster.
+    left_out: BTreeMap<ClusterName, Vec<LeftOut>>,
+    /// The servers the address policy refused, per cluster: `(service, server)`.
+    refused: BTreeMap<ClusterName, std::collections::BTreeSet<(String, String)>>,
     output: Option<OutputStatus>,
     tx: watch::Sender<Arc<Snapshot>>,
 }
@@ -301,9 +306,80 @@ impl Tracker {
             listed: BTreeMap::new(),
             accepted: BTreeMap::new(),
             rejections: BTreeMap::new(),
+            left_out: BTreeMap::new(),
+            refused: BTreeMap::new(),
             output: None,
             tx,
         }
+    }
+
+    /// What the guard left out of the last composed file: servers the address policy refused
+    /// (on their cluster) and services named like the administrator's (a cluster's own pool on
+    /// that cluster; a union pool on every cluster in `state` that exports the name).
+    pub fn observe_exclusions(&mut self, excluded: &[Exclusion], state: &State) {
+        let mut left_out: BTreeMap<ClusterName, Vec<LeftOut>> = BTreeMap::new();
+        let mut refused: BTreeMap<ClusterName, std::collections::BTreeSet<(String, String)>> =
+            BTreeMap::new();
+        for exclusion in excluded {
+            match exclusion {
+                Exclusion::Server {
+                    cluster,
+                    service,
+                    server,
+                    reason,
+                    ..
+                } => {
+                    refused
+                        .entry(cluster.clone())
+                        .or_default()
+                        .insert((service.clone(), server.clone()));
+                    left_out.entry(cluster.clone()).or_default().push(LeftOut {
+                        service: service.clone(),
+                        reason: "address_policy".to_owned(),
+                        detail: Some(format!("server {server} left out: {reason}")),
+                    });
+                }
+                Exclusion::AdminName { kind, service } => {
+                    let owned = |plain: &str| LeftOut {
+                        service: plain.to_owned(),
+                        reason: "administrator_owned".to_owned(),
+                        detail: Some(format!(
+                            "the administrator's files in TRAEFIK_DIR define the {} service {service}",
+                            kind.as_str()
+                        )),
+                    };
+                    let pool = service
+                        .rsplit_once('.')
+                        .and_then(|(plain, c)| Some((plain, ClusterName::parse(c).ok()?)));
+                    match pool {
+                        Some((plain, cluster)) => {
+                            left_out.entry(cluster).or_default().push(owned(plain));
+                        }
+                        None => {
+                            for facts in state.cluster_facts() {
+                                let exports = facts
+                                    .good
+                                    .is_some_and(|(document, _)| exports(document, service));
+                                if exports {
+                                    left_out
+                                        .entry(facts.cluster.clone())
+                                        .or_default()
+                                        .push(owned(service));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for list in left_out.values_mut() {
+            list.sort_by(|a, b| {
+                (&a.service, &a.reason, &a.detail).cmp(&(&b.service, &b.reason, &b.detail))
+            });
+            list.dedup();
+        }
+        self.left_out = left_out;
+        self.refused = refused;
     }
 
     /// The snapshots as they are taken.
@@ -425,8 +501,18 @@ impl Tracker {
                 .rejected
                 .and_then(|_| self.rejections.get(facts.cluster).cloned());
             let (services, servers) = match facts.good {
-                Some((document, servers)) if facts.in_file => {
-                    (services_of(document), servers as u64)
+                Some((document, _)) if facts.in_file => {
+                    let mut services = services_of(document);
+                    // Servers the address policy refused are not in the file.
+                    if let Some(refused) = self.refused.get(facts.cluster) {
+                        for service in &mut services {
+                            service.servers.retain(|server| {
+                                !refused.contains(&(service.name.clone(), server.clone()))
+                            });
+                        }
+                    }
+                    let servers = services.iter().map(|s| s.servers.len() as u64).sum();
+                    (services, servers)
                 }
                 _ => (Vec::new(), 0),
             };
@@ -454,7 +540,11 @@ impl Tracker {
                 served_etag,
                 servers,
                 services,
-                left_out: Vec::new(),
+                left_out: self
+                    .left_out
+                    .get(facts.cluster)
+                    .cloned()
+                    .unwrap_or_default(),
             });
         }
         Snapshot {
@@ -476,6 +566,23 @@ impl Tracker {
             output: self.output.clone(),
         }
     }
+}
+
+/// Whether `document` defines a service of that name in any section.
+fn exports(document: &Document, name: &str) -> bool {
+    let http = document
+        .http
+        .as_ref()
+        .is_some_and(|s| s.services.contains_key(name));
+    let tcp = document
+        .tcp
+        .as_ref()
+        .is_some_and(|s| s.services.contains_key(name));
+    let udp = document
+        .udp
+        .as_ref()
+        .is_some_and(|s| s.services.contains_key(name));
+    http || tcp || udp
 }
 
 fn services_of(document: &Document) -> Vec<ServiceStatus> {

@@ -875,6 +875,8 @@ impl Syncer {
             }
         }
         self.note_exclusions(&composed.excluded);
+        self.status
+            .observe_exclusions(&composed.excluded, &self.state);
         self.metrics.conflicts(composed.conflicts.len());
         self.metrics.output_bytes(composed.bytes.len());
         self.desired = Some((revision, Arc::new(composed)));

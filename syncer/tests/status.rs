@@ -250,3 +250,59 @@ async fn explain_reports_an_unreachable_syncer() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains("cannot connect"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_lists_what_the_guard_left_out_and_why() {
+    let store = tempfile::tempdir().unwrap();
+    let traefik = tempfile::tempdir().unwrap();
+    std::fs::write(
+        traefik.path().join("main.yml"),
+        "http:\n  services:\n    admin:\n      loadBalancer:\n        servers:\n          - url: \"http://192.0.2.1:80\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        store.path().join("a.traefik.yaml"),
+        http_doc(&[
+            ("web", &["10.0.0.1", "127.0.0.1"]),
+            ("admin", &["10.0.0.2"]),
+        ]),
+    )
+    .unwrap();
+    let syncer = SyncerConfig::new(&file_url(store.path()), traefik.path()).spawn();
+    syncer.wait_clusters("a").await;
+
+    let left_out = wait_for("the status lists both exclusions", WAIT, || async {
+        let (code, body) = http_get(syncer.admin, "/status").await?;
+        assert_eq!(code, 200, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let left_out = json["clusters"][0]["leftOut"].as_array()?.clone();
+        (left_out.len() == 2).then_some(left_out)
+    })
+    .await
+    .unwrap();
+    let facts: Vec<(&str, &str)> = left_out
+        .iter()
+        .map(|l| {
+            (
+                l["service"].as_str().unwrap(),
+                l["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        facts,
+        [("admin", "administrator_owned"), ("web", "address_policy")]
+    );
+    let detail = left_out[1]["detail"].as_str().unwrap();
+    assert!(detail.contains("http://127.0.0.1:80"), "{detail}");
+
+    // The refused server is not listed as served.
+    let (_, body) = http_get(syncer.admin, "/status").await.unwrap();
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let services = json["clusters"][0]["services"].as_array().unwrap();
+    let web = services.iter().find(|s| s["name"] == "web").unwrap();
+    assert_eq!(web["servers"], serde_json::json!(["http://10.0.0.1:80"]));
+
+    let (_, stdout, stderr) = explain(syncer.admin, "admin");
+    assert!(stdout.contains("administrator_owned"), "{stdout}{stderr}");
+}
