@@ -225,11 +225,17 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         shutdown.clone(),
     ));
     let mut tasks = Supervised::default();
-    tasks.add("watch", fault::inject("watch", index_task));
-    tasks.add("publish", fault::inject("publish", publisher_task));
-    tasks.add("admin-server", fault::inject("admin-server", admin_task));
+    tasks.add("watch", ksd_runtime::fault::inject("watch", index_task));
+    tasks.add(
+        "publish",
+        ksd_runtime::fault::inject("publish", publisher_task),
+    );
+    tasks.add(
+        "admin-server",
+        ksd_runtime::fault::inject("admin-server", admin_task),
+    );
     if let Some(ack_task) = ack_task {
-        tasks.add("acks", fault::inject("acks", ack_task));
+        tasks.add("acks", ksd_runtime::fault::inject("acks", ack_task));
     }
     // Every task runs until the shutdown; one that ends before it, or panics, takes the
     // process down (non-zero, naming it) so that Kubernetes restarts a zombie exporter. The
@@ -275,35 +281,6 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     }
     info!("stopped");
     Ok(())
-}
-
-/// Fault injection for the supervision tests: `KSD_FAULT_TASK=<task>:panic` (or `:return`) makes
-/// that task panic (or end) one second after it started, as a bug would. Unset in production;
-/// deliberately not a setting (no flag, not in `--help`).
-mod fault {
-    use std::time::Duration;
-
-    use tokio::task::JoinHandle;
-
-    pub const VARIABLE: &str = "KSD_FAULT_TASK";
-
-    pub fn inject(task: &'static str, handle: JoinHandle<()>) -> JoinHandle<()> {
-        let Ok(value) = std::env::var(VARIABLE) else {
-            return handle;
-        };
-        let Some((name, mode)) = value.split_once(':') else {
-            return handle;
-        };
-        if name != task {
-            return handle;
-        }
-        let panic = mode == "panic";
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            handle.abort();
-            assert!(!panic, "fault injected into task {task} ({VARIABLE})");
-        })
-    }
 }
 
 /// The exporter's long-running tasks, by name.

@@ -7,6 +7,7 @@
 //!   [`admin::Health`] flags behind the probes.
 //! - [`cli`]: clap argument groups both binaries flatten (storage, admin, logging, run mode)
 //!   and their validation into typed settings; [`cli::SettingsError`] names the variable.
+//! - [`fault`]: fault injection the supervision tests use (`KSD_FAULT_TASK`), inert unless set.
 //! - [`telemetry`]: `tracing` set-up (`RUST_LOG`, text or JSON).
 //! - [`shutdown`]: SIGTERM/SIGINT to a `CancellationToken`; a second signal forces the exit.
 //! - [`backoff`]: capped exponential backoff with full jitter.
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod atomic;
 pub mod backoff;
 pub mod cli;
+pub mod fault;
 pub mod healthcheck;
 pub mod process;
 pub mod shutdown;

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 pub use self::local::LocalStorage;
-pub use self::s3::S3Storage;
+pub use self::s3::{S3Storage, sdk_config};
 pub use self::url::StorageUrl;
 
 /// The error type of a storage operation.

@@ -37,9 +37,6 @@ use crate::state::{FetchRequest, State};
 pub const WAIT_TIME_SECONDS: i32 = 20;
 /// Messages per ReceiveMessage call (SQS's maximum).
 pub const MAX_MESSAGES: i32 = 10;
-/// Used when no region is configured anywhere, as for S3.
-const DEFAULT_REGION: &str = "us-east-1";
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Covers one long poll plus its retries.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Ceiling of the delay between attempts while the queue fails.
@@ -389,31 +386,7 @@ pub struct QueueConfig {
 /// URL on `sqs.<region>.amazonaws.com` sets the region, so a queue in another region than the
 /// default still works.
 pub async fn client(queue_url: &str, opts: &S3Options) -> aws_sdk_sqs::Client {
-    use aws_config::meta::region::RegionProviderChain;
-    use aws_config::timeout::TimeoutConfig;
-    use aws_config::{BehaviorVersion, Region};
-
-    let region = RegionProviderChain::default_provider().or_else(Region::new(DEFAULT_REGION));
-    let timeouts = TimeoutConfig::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .operation_timeout(OPERATION_TIMEOUT)
-        .build();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(region)
-        .timeout_config(timeouts);
-    if let (Some(id), Some(secret)) = (
-        opts.legacy.access_key_id.as_deref(),
-        opts.legacy.secret_access_key.as_deref(),
-    ) {
-        loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            id,
-            secret,
-            None,
-            None,
-            "MINIO_ACCESS_KEY_ID",
-        ));
-    }
-    let sdk = loader.load().await;
+    let sdk = ksd_runtime::storage::sdk_config(opts, None, OPERATION_TIMEOUT).await;
     let mut builder = aws_sdk_sqs::config::Builder::from(&sdk);
     let endpoint_configured = sdk.endpoint_url().is_some()
         || std::env::var_os("AWS_ENDPOINT_URL_SQS").is_some_and(|v| !v.is_empty());

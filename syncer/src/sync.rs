@@ -122,15 +122,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     // that answers probes and does nothing (or syncs with nobody able to see it).
     let loop_shutdown = shutdown.clone();
     let loop_settings = settings.clone();
-    let mut sync_task = fault::inject(
+    let mut sync_task = ksd_runtime::fault::inject(
         "sync-loop",
         tokio::spawn(async move {
             syncer.run_loop(&loop_settings, &loop_shutdown).await;
         }),
     );
-    let mut admin_task = fault::inject("admin-server", admin_task);
-    let mut queue_task = queue_task.map(|task| fault::inject("event-queue", task));
-    let mut ack_task = ack_task.map(|task| fault::inject("acks", task));
+    let mut admin_task = ksd_runtime::fault::inject("admin-server", admin_task);
+    let mut queue_task = queue_task.map(|task| ksd_runtime::fault::inject("event-queue", task));
+    let mut ack_task = ack_task.map(|task| ksd_runtime::fault::inject("acks", task));
     let outcome = tokio::select! {
         joined = &mut sync_task => supervised("sync-loop", joined, &shutdown),
         joined = &mut admin_task => {
@@ -176,35 +176,6 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     outcome?;
     info!("ksd-syncer stopped");
     Ok(())
-}
-
-/// Fault injection for the supervision tests: `KSD_FAULT_TASK=<task>:panic` (or `:return`) makes
-/// that task panic (or end) one second after it started, as a bug would. Unset in production;
-/// deliberately not a setting (no flag, not in `--help`).
-mod fault {
-    use std::time::Duration;
-
-    use tokio::task::JoinHandle;
-
-    pub const VARIABLE: &str = "KSD_FAULT_TASK";
-
-    pub fn inject(task: &'static str, handle: JoinHandle<()>) -> JoinHandle<()> {
-        let Ok(value) = std::env::var(VARIABLE) else {
-            return handle;
-        };
-        let Some((name, mode)) = value.split_once(':') else {
-            return handle;
-        };
-        if name != task {
-            return handle;
-        }
-        let panic = mode == "panic";
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            handle.abort();
-            assert!(!panic, "fault injected into task {task} ({VARIABLE})");
-        })
-    }
 }
 
 /// What a supervised task's end means: fine during a shutdown, fatal otherwise.

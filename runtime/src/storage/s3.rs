@@ -25,6 +25,42 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 const CONTENT_TYPE: &str = "application/yaml";
 
+/// The AWS SDK configuration every client of the project starts from (the S3 storage, the
+/// syncer's event queue): the standard chain — `AWS_*` variables, shared profiles, web identity
+/// (IRSA), container and instance roles; retries from `AWS_MAX_ATTEMPTS`/`AWS_RETRY_MODE`, the
+/// SDK's standard mode otherwise — with a default region, connect and operation timeouts, the
+/// proof of concept's keys when given, and `endpoint_url` when one is forced.
+pub async fn sdk_config(
+    opts: &S3Options,
+    endpoint_url: Option<&str>,
+    operation_timeout: Duration,
+) -> aws_config::SdkConfig {
+    let region = RegionProviderChain::default_provider().or_else(Region::new(DEFAULT_REGION));
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_timeout(operation_timeout)
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(region)
+        .timeout_config(timeouts);
+    if let (Some(id), Some(secret)) = (
+        opts.legacy.access_key_id.as_deref(),
+        opts.legacy.secret_access_key.as_deref(),
+    ) {
+        loader = loader.credentials_provider(Credentials::new(
+            id,
+            secret,
+            None,
+            None,
+            "MINIO_ACCESS_KEY_ID",
+        ));
+    }
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
+
 /// A bucket and prefix reached through the AWS SDK.
 #[derive(Debug, Clone)]
 pub struct S3Storage {
@@ -40,34 +76,8 @@ pub struct S3Storage {
 
 impl S3Storage {
     pub(super) async fn connect(bucket: String, prefix: String, opts: &S3Options) -> S3Storage {
-        let region = RegionProviderChain::default_provider().or_else(Region::new(DEFAULT_REGION));
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .operation_timeout(OPERATION_TIMEOUT)
-            .build();
-        // The standard chain: AWS_* variables, shared profiles, web identity (IRSA), container
-        // and instance roles. Retries come from there too (AWS_MAX_ATTEMPTS, AWS_RETRY_MODE;
-        // the SDK's standard mode otherwise).
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(region)
-            .timeout_config(timeouts);
-        if let (Some(id), Some(secret)) = (
-            opts.legacy.access_key_id.as_deref(),
-            opts.legacy.secret_access_key.as_deref(),
-        ) {
-            loader = loader.credentials_provider(Credentials::new(
-                id,
-                secret,
-                None,
-                None,
-                "MINIO_ACCESS_KEY_ID",
-            ));
-        }
         let legacy_endpoint = opts.legacy.endpoint_url();
-        if let Some(url) = &legacy_endpoint {
-            loader = loader.endpoint_url(url);
-        }
-        let sdk = loader.load().await;
+        let sdk = sdk_config(opts, legacy_endpoint.as_deref(), OPERATION_TIMEOUT).await;
 
         let endpoint = legacy_endpoint
             .or_else(|| env_endpoint("AWS_ENDPOINT_URL_S3"))
