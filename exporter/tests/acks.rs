@@ -334,11 +334,20 @@ async fn two_real_syncers_one_rejecting_the_document() {
         ],
     )
     .await;
-    let logs = exporter.agent.logs();
-    assert!(
-        logs.contains("edge-strict") && logs.contains("too_large"),
-        "the exporter's log names the syncer and the reason\n{logs}"
-    );
+    // Serving drops to 0 as soon as the new version is published and not yet processed; the
+    // rejection itself reaches the exporter with the next acknowledgement (ACK_INTERVAL).
+    let named = wait_for(
+        "the exporter's log names the syncer and the reason",
+        Duration::from_secs(30),
+        || async {
+            let logs = exporter.agent.logs();
+            logs.lines()
+                .any(|l| l.contains("edge-strict") && l.contains("too_large"))
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(named.is_ok(), "{}", exporter.agent.logs());
 
     // Back under the limit: both serve again.
     h.api.set_endpoints(&web, &pods[..2]).unwrap();
