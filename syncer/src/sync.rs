@@ -116,8 +116,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     .await
     .map_err(Error::Admin)?;
 
-    // Supervised: the sync loop, the admin server and the event queue (when configured) run as
-    // tasks; if one ends before a shutdown was asked for, or panics, the process stops with an
+    // Supervised: the sync loop, the admin server, the event queue and the acknowledgements
+    // (when configured) run as tasks; if one ends before a shutdown was asked for, or panics, the process stops with an
     // error naming it, so that compose or Kubernetes restarts it instead of leaving a syncer
     // that answers probes and does nothing (or syncs with nobody able to see it).
     let loop_shutdown = shutdown.clone();
