@@ -106,6 +106,8 @@ async fn two_named_syncers_acknowledge_what_they_serve_and_say_why_not() {
     let b = ClusterName::parse("b").unwrap();
     let ack = wait_ack(&status, "edge-strict", "edge-strict acknowledges", |ack| {
         ack.clusters.len() == 2
+            && ack.answer(&a, &etag_a).is_served()
+            && matches!(ack.answer(&b, &etag_b), Answer::Rejected { .. })
     })
     .await;
     assert!(ack.answer(&a, &etag_a).is_served(), "{ack:?}");
@@ -115,6 +117,9 @@ async fn two_named_syncers_acknowledge_what_they_serve_and_say_why_not() {
     }
     let ack = wait_ack(&status, "edge-open", "edge-open acknowledges", |ack| {
         ack.clusters.len() == 2
+            && ack.output_hash.is_some()
+            && ack.answer(&a, &etag_a).is_served()
+            && ack.answer(&b, &etag_b).is_served()
     })
     .await;
     assert!(ack.answer(&a, &etag_a).is_served(), "{ack:?}");
