@@ -13,7 +13,8 @@
 //! - [`files`]: noticing that a file was replaced with a given content, by polling its
 //!   metadata ([`files::poll_until_contains`]) or through file events ([`files::DirWatch`]);
 //! - [`binaries`]: where the agents' release binaries are;
-//! - [`agents`]: waiting on a running agent's output while checking it is still alive.
+//! - [`agents`]: waiting on a running agent's output while checking it is still alive;
+//! - [`s3`]: uploading a cluster document as an exporter would.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))] // a failed unwrap is a failed test
 
@@ -21,6 +22,7 @@ pub mod agents;
 pub mod binaries;
 pub mod files;
 pub mod procfs;
+pub mod s3;
 pub mod stats;
 pub mod workload;
 

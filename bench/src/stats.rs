@@ -104,6 +104,14 @@ pub fn spread(i: usize) -> f64 {
     (i as f64 * GOLDEN).fract()
 }
 
+/// Prints one result line: `label` padded to `width`, then the summary of `samples`.
+pub fn print_line(label: &str, width: usize, samples: &[Duration]) {
+    match Summary::of(samples) {
+        Some(summary) => println!("{label:<width$} {summary}"),
+        None => println!("{label:<width$} no samples"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use ksd_bench::procfs::{Memory, mib};
-use ksd_bench::stats::{Summary, ms, repeat, timed};
+use ksd_bench::stats::{ms, print_line, repeat, timed};
 use ksd_bench::workload::ExporterShape;
 use ksd_exporter::index::{Index, service_facts, slice_facts};
 use ksd_runtime::storage::{PutCondition, PutOutcome, S3Options, Storage, StorageUrl};
@@ -99,10 +99,7 @@ fn time_puts(runs: usize, contents: [&[u8]; 2]) -> anyhow::Result<Vec<Duration>>
 }
 
 fn line(label: &str, samples: &[Duration]) {
-    match Summary::of(samples) {
-        Some(summary) => println!("{label:<44} {summary}"),
-        None => println!("{label:<44} no samples"),
-    }
+    print_line(label, 44, samples);
 }
 
 /// The backends of the state after one change (Service 0's first pod moved), for a second

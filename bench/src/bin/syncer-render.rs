@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use ksd_bench::procfs::{Memory, mib};
-use ksd_bench::stats::{Summary, ms, repeat, timed};
+use ksd_bench::stats::{Summary, ms, print_line, repeat, timed};
 use ksd_bench::workload::SyncerShape;
 use ksd_shared::merge::{ClusterDocument, merge};
 use ksd_shared::traefik::{self, Limits, TraefikVersion};
@@ -31,10 +31,7 @@ struct Args {
 }
 
 fn line(label: &str, samples: &[Duration]) {
-    match Summary::of(samples) {
-        Some(summary) => println!("  {label:<42} {summary}"),
-        None => println!("  {label:<42} no samples"),
-    }
+    print_line(&format!("  {label}"), 44, samples);
 }
 
 fn median(samples: &[Duration]) -> Duration {

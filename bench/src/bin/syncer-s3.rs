@@ -13,13 +13,13 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use aws_sdk_s3::primitives::ByteStream;
 use clap::Parser;
 use ksd_bench::agents::{stop, wait_for_content};
 use ksd_bench::binaries::Agent as AgentBinary;
 use ksd_bench::files::DirWatch;
 use ksd_bench::procfs::Memory;
-use ksd_bench::stats::{Summary, ms, spread};
+use ksd_bench::s3::upload;
+use ksd_bench::stats::{Summary, ms, print_line, spread};
 use ksd_bench::workload::{SyncerShape, TARGET_PORT, marker_ip, server_marker};
 use ksd_syncer::output::OutputFile;
 use ksd_testbed::process::Agent;
@@ -63,28 +63,7 @@ const OUTPUT_FILE: &str = "k8s-service-discovery.yml";
 const PREFIX: &str = "bench/";
 
 fn line(label: &str, samples: &[Duration]) {
-    match Summary::of(samples) {
-        Some(summary) => println!("{label:<44} {summary}"),
-        None => println!("{label:<44} no samples"),
-    }
-}
-
-async fn upload(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    bytes: Vec<u8>,
-) -> anyhow::Result<()> {
-    client
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .content_type("application/yaml")
-        .body(ByteStream::from(bytes))
-        .send()
-        .await
-        .with_context(|| format!("uploading {key}"))?;
-    Ok(())
+    print_line(label, 44, samples);
 }
 
 /// One LIST of the prefix (every page); returns the number of keys.
