@@ -13,6 +13,7 @@
 //! - [`validate`]: the rules across values (a name in one section only, a server listed once,
 //!   plain names only in cluster documents).
 
+mod blocks;
 mod error;
 mod prepass;
 mod read;
@@ -29,9 +30,10 @@ use serde::Serialize;
 use crate::backend::Backend;
 pub use crate::backend::{HealthCheck, Protocol, SameSite, Scheme, StickyCookie};
 pub use crate::duration::{DurationError, GoDuration, ProbeDuration};
+pub use blocks::Blocks;
 pub use error::{DEFAULT_MAX_BYTES, DocumentError, Limits};
 pub use read::{parse_cluster_document, parse_merged_document};
-pub use render::{Rendered, render};
+pub use render::{Rendered, render, render_service};
 pub use validate::{validate, validate_merged};
 pub use values::{
     CookieName, FromStrVisitor, HealthPath, ServerAddress, ServerUrl, ServiceName, ValueError,

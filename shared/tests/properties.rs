@@ -10,7 +10,8 @@ use ksd_shared::backend::Origin;
 use ksd_shared::merge::{ClusterDocument, merge};
 use ksd_shared::names::{ClusterName, NameTemplate, assign_names, validate_service_name};
 use ksd_shared::traefik::{
-    Limits, TraefikVersion, parse_cluster_document, parse_merged_document, render, validate,
+    Blocks, Document, Limits, TraefikVersion, parse_cluster_document, parse_merged_document,
+    render, validate,
 };
 use proptest::prelude::*;
 
@@ -213,4 +214,47 @@ proptest! {
         }
         prop_assert_eq!(collisions, shuffled_collisions);
     }
+
+    #[test]
+    fn blocks_assemble_to_the_rendered_document_through_any_edits(
+        docs in proptest::collection::vec(common::clashing_document(), 1..6),
+        version in version(),
+        header in "[ -~]{0,20}",
+    ) {
+        // Each step turns the blocks of the previous document into the next one's by setting
+        // and removing only the services that differ, as an incremental writer does.
+        let mut blocks = Blocks::from_document(&docs[0], version);
+        prop_assert_eq!(blocks.assemble(&header), render(&docs[0], version, &header));
+        for pair in docs.windows(2) {
+            apply_difference(&mut blocks, &pair[0], &pair[1]);
+            prop_assert_eq!(blocks.assemble(&header), render(&pair[1], version, &header));
+            prop_assert_eq!(blocks.service_count(), pair[1].service_count());
+        }
+    }
+}
+
+/// Edits `blocks` (holding `old`) into the blocks of `new`, touching only what differs.
+fn apply_difference(blocks: &mut Blocks, old: &Document, new: &Document) {
+    use ksd_shared::traefik::Protocol;
+    fn section<L: ksd_shared::traefik::LoadBalancer + PartialEq>(
+        blocks: &mut Blocks,
+        protocol: Protocol,
+        old: Option<&ksd_shared::traefik::Section<L>>,
+        new: Option<&ksd_shared::traefik::Section<L>>,
+    ) {
+        let empty = BTreeMap::new();
+        let old = old.map_or(&empty, |s| &s.services);
+        let new = new.map_or(&empty, |s| &s.services);
+        for name in old.keys().filter(|n| !new.contains_key(*n)) {
+            blocks.remove(protocol, name);
+        }
+        for (name, service) in new {
+            if old.get(name) != Some(service) {
+                blocks.set(protocol, name, service);
+            }
+        }
+    }
+    section(blocks, Protocol::Http, old.http.as_ref(), new.http.as_ref());
+    section(blocks, Protocol::Tcp, old.tcp.as_ref(), new.tcp.as_ref());
+    section(blocks, Protocol::Udp, old.udp.as_ref(), new.udp.as_ref());
 }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::{
     Document, HealthCheck, HttpLoadBalancer, LoadBalancer, Protocol, SameSite, Section,
-    SectionVisitor, StickyCookie, TraefikVersion,
+    SectionVisitor, Service, StickyCookie, TraefikVersion,
 };
 
 /// A rendered document and its [`crate::content_hash`].
@@ -17,7 +17,7 @@ pub struct Rendered {
 }
 
 impl Rendered {
-    fn new(text: String) -> Rendered {
+    pub(crate) fn new(text: String) -> Rendered {
         let bytes = text.into_bytes();
         let hash = crate::content_hash(&bytes);
         Rendered { bytes, hash }
@@ -42,11 +42,9 @@ pub(crate) const NO_SERVICES_COMMENT: &str = "No services.";
 /// documents); it never fails, and even for other input it never writes `{{` or `{}`.
 pub fn render(doc: &Document, version: TraefikVersion, header: &str) -> Rendered {
     let mut out = String::with_capacity(estimate_len(doc) + header.len() + 64);
-    for line in header.lines() {
-        push_comment(&mut out, line);
-    }
+    push_header(&mut out, header);
     if doc.is_empty() {
-        push_comment(&mut out, NO_SERVICES_COMMENT);
+        push_no_services(&mut out);
         return Rendered::new(out);
     }
     let mut emitter = Emitter { out, version };
@@ -65,18 +63,47 @@ impl SectionVisitor for Emitter {
             return;
         }
         let out = &mut self.out;
-        out.push_str(protocol.as_str());
-        out.push_str(":\n  services:\n");
+        push_section_head(out, protocol);
         for (name, service) in &section.services {
-            out.push_str("    ");
-            push_quoted(out, name);
-            out.push_str(":\n      loadBalancer:\n");
-            push_servers(out, L::SERVER_FIELD, service.load_balancer.servers());
-            if let Some(http) = service.load_balancer.http_options() {
-                push_http_options(out, http, self.version);
-            }
+            render_service(out, name, service, self.version);
         }
     }
+}
+
+/// `<protocol>:\n  services:\n`, the line pair that opens a section.
+pub(crate) fn push_section_head(out: &mut String, protocol: Protocol) {
+    out.push_str(protocol.as_str());
+    out.push_str(":\n  services:\n");
+}
+
+/// Appends one service's block, `    "<name>":\n      loadBalancer:\n...`, exactly as
+/// [`render`] writes it inside its section. A rendered file is the header, then per section its
+/// head and its services' blocks in name order, which is what [`super::Blocks`] assembles.
+pub fn render_service<L: LoadBalancer>(
+    out: &mut String,
+    name: &str,
+    service: &Service<L>,
+    version: TraefikVersion,
+) {
+    out.push_str("    ");
+    push_quoted(out, name);
+    out.push_str(":\n      loadBalancer:\n");
+    push_servers(out, L::SERVER_FIELD, service.load_balancer.servers());
+    if let Some(http) = service.load_balancer.http_options() {
+        push_http_options(out, http, version);
+    }
+}
+
+/// The header comment lines [`render`] writes first.
+pub(crate) fn push_header(out: &mut String, header: &str) {
+    for line in header.lines() {
+        push_comment(out, line);
+    }
+}
+
+/// The comment a document without services consists of (after the header).
+pub(crate) fn push_no_services(out: &mut String) {
+    push_comment(out, NO_SERVICES_COMMENT);
 }
 
 /// A generous guess at the output size, so a 100,000-service merged file is written without
