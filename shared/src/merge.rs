@@ -88,18 +88,73 @@ impl fmt::Display for Conflict {
 }
 
 /// One cluster's service of some name: HTTP, or TCP/UDP by address.
-enum Export<'a> {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Export<'a> {
     Http(&'a HttpService),
     Address(Protocol, &'a Service<AddressLoadBalancer>),
 }
 
-impl Export<'_> {
-    fn protocol(&self) -> Protocol {
+impl<'a> Export<'a> {
+    pub fn protocol(&self) -> Protocol {
         match self {
             Export::Http(_) => Protocol::Http,
             Export::Address(protocol, _) => *protocol,
         }
     }
+
+    /// The service `name` in `document`, whichever section holds it (a validated cluster
+    /// document holds a name in one section only; `http` is looked at first).
+    pub fn find(document: &'a Document, name: &ServiceName) -> Option<Export<'a>> {
+        if let Some(service) = document.http.as_ref().and_then(|s| s.services.get(name)) {
+            return Some(Export::Http(service));
+        }
+        [
+            (Protocol::Tcp, &document.tcp),
+            (Protocol::Udp, &document.udp),
+        ]
+        .into_iter()
+        .find_map(|(protocol, section)| {
+            let service = section.as_ref()?.services.get(name)?;
+            Some(Export::Address(protocol, service))
+        })
+    }
+
+    /// Every service of `document` with its name, `http` first.
+    pub fn all(document: &'a Document) -> impl Iterator<Item = (&'a ServiceName, Export<'a>)> {
+        let http = document
+            .http
+            .iter()
+            .flat_map(|s| s.services.iter())
+            .map(|(name, service)| (name, Export::Http(service)));
+        let address = [
+            (Protocol::Tcp, &document.tcp),
+            (Protocol::Udp, &document.udp),
+        ]
+        .into_iter()
+        .flat_map(|(protocol, section)| {
+            section
+                .iter()
+                .flat_map(|s| s.services.iter())
+                .map(move |(name, service)| (name, Export::Address(protocol, service)))
+        });
+        http.chain(address)
+    }
+}
+
+/// Where [`merge_service`] puts what it builds for one name.
+pub trait MergeSink {
+    /// A service of the merged document: the union pool under the plain name (`union`), or a
+    /// cluster's own pool under [`pool_name`].
+    fn http(&mut self, name: ServiceName, service: HttpService, union: bool);
+    /// A TCP or UDP service, as [`MergeSink::http`].
+    fn address(
+        &mut self,
+        protocol: Protocol,
+        name: ServiceName,
+        service: Service<AddressLoadBalancer>,
+        union: bool,
+    );
+    fn conflict(&mut self, conflict: Conflict);
 }
 
 /// Every name with its exporters, in cluster-name order: the first exporter settles the
@@ -118,17 +173,8 @@ pub fn merge(clusters: &[ClusterDocument]) -> Merged {
 
     let mut exports: Exports<'_> = HashMap::new();
     for ClusterDocument { cluster, document } in ordered {
-        let mut add = |name, export| exports.entry(name).or_default().push((cluster, export));
-        for (name, service) in document.http.iter().flat_map(|s| s.services.iter()) {
-            add(name, Export::Http(service));
-        }
-        for (protocol, section) in [
-            (Protocol::Tcp, &document.tcp),
-            (Protocol::Udp, &document.udp),
-        ] {
-            for (name, service) in section.iter().flat_map(|s| s.services.iter()) {
-                add(name, Export::Address(protocol, service));
-            }
+        for (name, export) in Export::all(document) {
+            exports.entry(name).or_default().push((cluster, export));
         }
     }
     // NB: at 50 clusters x 2,000 services, inserting 100,000 pools one by one into ordered maps
@@ -142,7 +188,7 @@ pub fn merge(clusters: &[ClusterDocument]) -> Merged {
     let mut out = Output::default();
     for name in names {
         if let Some(exporters) = exports.get(name) {
-            merge_name(name, exporters, &mut out);
+            merge_service(name, exporters, &mut out);
         }
     }
     out.conflicts.sort();
@@ -164,17 +210,56 @@ struct Output {
     conflicts: Vec<Conflict>,
 }
 
-impl Output {
-    fn address_pools(&mut self, protocol: Protocol) -> &mut Pools<AddressLoadBalancer> {
-        match protocol {
+impl MergeSink for Output {
+    fn http(&mut self, name: ServiceName, service: HttpService, union: bool) {
+        self.http.push(name, service, union);
+    }
+
+    fn address(
+        &mut self,
+        protocol: Protocol,
+        name: ServiceName,
+        service: Service<AddressLoadBalancer>,
+        union: bool,
+    ) {
+        let pools = match protocol {
             Protocol::Udp => &mut self.udp,
             _ => &mut self.tcp,
-        }
+        };
+        pools.push(name, service, union);
+    }
+
+    fn conflict(&mut self, conflict: Conflict) {
+        self.conflicts.push(conflict);
     }
 }
 
-/// One name's union pool and per-cluster pools, and its conflicts.
-fn merge_name(name: &ServiceName, exporters: &[(&ClusterName, Export<'_>)], out: &mut Output) {
+/// One name's union pool and per-cluster pools, and its conflicts. `exporters` are the
+/// clusters exporting `name`, each once, in cluster-name order: the first settles the union
+/// pool's protocol and options. The merged document of many clusters is this for every name.
+pub fn merge_service(
+    name: &ServiceName,
+    exporters: &[(&ClusterName, Export<'_>)],
+    out: &mut impl MergeSink,
+) {
+    for (cluster, export) in exporters {
+        let pool = ServiceName::pool(name, cluster);
+        match export {
+            Export::Http(service) => out.http(pool, (*service).clone(), false),
+            Export::Address(own, service) => out.address(*own, pool, (*service).clone(), false),
+        }
+    }
+    merge_union(name, exporters, out);
+}
+
+/// The part of [`merge_service`] that depends on every exporter: the union pool under the
+/// plain name and the conflicts. A cluster's own pool depends on that cluster alone, so an
+/// incremental merger re-builds the pools of the clusters that changed and this.
+pub fn merge_union(
+    name: &ServiceName,
+    exporters: &[(&ClusterName, Export<'_>)],
+    out: &mut impl MergeSink,
+) {
     let Some((winner, first)) = exporters.first() else {
         return;
     };
@@ -182,7 +267,6 @@ fn merge_name(name: &ServiceName, exporters: &[(&ClusterName, Export<'_>)], out:
     let mut urls = Vec::new();
     let mut addresses = Vec::new();
     for (cluster, export) in exporters {
-        let pool = ServiceName::pool(name, cluster);
         let conflict = |kind| Conflict {
             service: name.to_string(),
             kind,
@@ -190,7 +274,7 @@ fn merge_name(name: &ServiceName, exporters: &[(&ClusterName, Export<'_>)], out:
             loser: (*cluster).clone(),
         };
         if export.protocol() != protocol {
-            out.conflicts.push(conflict(ConflictKind::Protocol));
+            out.conflict(conflict(ConflictKind::Protocol));
         }
         match export {
             Export::Http(service) => {
@@ -198,18 +282,14 @@ fn merge_name(name: &ServiceName, exporters: &[(&ClusterName, Export<'_>)], out:
                 if let Export::Http(first) = first {
                     urls.extend(lb.servers.iter().cloned());
                     if !first.load_balancer.same_options(lb) {
-                        out.conflicts.push(conflict(ConflictKind::Options));
+                        out.conflict(conflict(ConflictKind::Options));
                     }
                 }
-                out.http.pools.push((pool, (*service).clone()));
             }
             Export::Address(own, service) => {
                 if *own == protocol {
                     addresses.extend(service.load_balancer.servers.iter().cloned());
                 }
-                out.address_pools(*own)
-                    .pools
-                    .push((pool, (*service).clone()));
             }
         }
     }
@@ -219,15 +299,13 @@ fn merge_name(name: &ServiceName, exporters: &[(&ClusterName, Export<'_>)], out:
                 servers: sorted(urls),
                 ..service.load_balancer.clone()
             };
-            let union = (name.clone(), HttpService { load_balancer });
-            out.http.unions.push(union);
+            out.http(name.clone(), HttpService { load_balancer }, true);
         }
         Export::Address(protocol, _) => {
             let load_balancer = AddressLoadBalancer {
                 servers: sorted(addresses),
             };
-            let union = (name.clone(), Service { load_balancer });
-            out.address_pools(*protocol).unions.push(union);
+            out.address(*protocol, name.clone(), Service { load_balancer }, true);
         }
     }
 }
@@ -259,6 +337,14 @@ impl<L> Default for Pools<L> {
 }
 
 impl<L> Pools<L> {
+    fn push(&mut self, name: ServiceName, service: Service<L>, union: bool) {
+        if union {
+            self.unions.push((name, service));
+        } else {
+            self.pools.push((name, service));
+        }
+    }
+
     fn into_section(mut self) -> Option<Section<L>> {
         if self.pools.is_empty() && self.unions.is_empty() {
             return None;

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use ksd_shared::merge::ClusterDocument;
 use ksd_shared::names::ClusterName;
 use ksd_shared::policy::{AddressPolicy, Refusal};
-use ksd_shared::traefik::{AddressServer, Document, HttpServer, ServiceName};
+use ksd_shared::traefik::{AddressServer, Document, HttpServer, Protocol, ServiceName};
 
 /// The three kinds of services a Traefik file holds; names are unique within one only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -40,6 +40,16 @@ impl Kind {
             "tcp" => Some(Kind::Tcp),
             "udp" => Some(Kind::Udp),
             _ => None,
+        }
+    }
+}
+
+impl From<Protocol> for Kind {
+    fn from(protocol: Protocol) -> Kind {
+        match protocol {
+            Protocol::Http => Kind::Http,
+            Protocol::Tcp => Kind::Tcp,
+            Protocol::Udp => Kind::Udp,
         }
     }
 }
@@ -138,58 +148,68 @@ fn check(policy: &AddressPolicy, cluster: &ClusterName, ip: IpAddr) -> Result<()
 pub fn filter_servers(documents: &mut [ClusterDocument], policy: &AddressPolicy) -> Vec<Exclusion> {
     let mut excluded = Vec::new();
     for ClusterDocument { cluster, document } in documents {
-        let mut refuse = |kind: Kind, service: &str, server: String, reason: Refusal| {
-            excluded.push(Exclusion::Server {
-                cluster: cluster.clone(),
-                kind,
-                service: service.to_owned(),
-                server,
-                reason,
-            });
-        };
-        for (name, service) in document.http.iter_mut().flat_map(|s| s.services.iter_mut()) {
+        excluded.extend(filter_document(cluster, document, policy));
+    }
+    excluded.sort();
+    excluded
+}
+
+/// Whether `policy` refuses any server of `cluster`'s `document` (a read-only walk, so a
+/// document with nothing to remove is never copied).
+pub fn refuses_any(cluster: &ClusterName, document: &Document, policy: &AddressPolicy) -> bool {
+    let refused = |ip| check(policy, cluster, ip).is_err();
+    let http = document.http.iter().flat_map(|s| s.services.values());
+    let address = [&document.tcp, &document.udp]
+        .into_iter()
+        .flat_map(|section| section.iter().flat_map(|s| s.services.values()));
+    http.flat_map(|s| s.load_balancer.servers.iter())
+        .any(|server| refused(http_server_ip(server)))
+        || address
+            .flat_map(|s| s.load_balancer.servers.iter())
+            .any(|server| refused(address_server_ip(server)))
+}
+
+/// [`filter_servers`] for one cluster's document: what it left out, sorted.
+pub fn filter_document(
+    cluster: &ClusterName,
+    document: &mut Document,
+    policy: &AddressPolicy,
+) -> Vec<Exclusion> {
+    let mut excluded = Vec::new();
+    let mut refuse = |kind: Kind, service: &str, server: String, reason: Refusal| {
+        excluded.push(Exclusion::Server {
+            cluster: cluster.clone(),
+            kind,
+            service: service.to_owned(),
+            server,
+            reason,
+        });
+    };
+    for (name, service) in document.http.iter_mut().flat_map(|s| s.services.iter_mut()) {
+        service.load_balancer.servers.retain(|server| {
+            match check(policy, cluster, http_server_ip(server)) {
+                Ok(()) => true,
+                Err(reason) => {
+                    refuse(Kind::Http, name, server.url.to_string(), reason);
+                    false
+                }
+            }
+        });
+    }
+    for (kind, section) in [
+        (Kind::Tcp, &mut document.tcp),
+        (Kind::Udp, &mut document.udp),
+    ] {
+        for (name, service) in section.iter_mut().flat_map(|s| s.services.iter_mut()) {
             service.load_balancer.servers.retain(|server| {
-                match check(policy, cluster, http_server_ip(server)) {
+                match check(policy, cluster, address_server_ip(server)) {
                     Ok(()) => true,
                     Err(reason) => {
-                        refuse(Kind::Http, name, server.url.to_string(), reason);
+                        refuse(kind, name, server.address.to_string(), reason);
                         false
                     }
                 }
             });
-        }
-        let address_sections = [
-            (
-                Kind::Tcp,
-                document
-                    .tcp
-                    .iter_mut()
-                    .flat_map(|s| s.services.iter_mut())
-                    .map(|(name, service)| (name, &mut service.load_balancer.servers))
-                    .collect::<Vec<_>>(),
-            ),
-            (
-                Kind::Udp,
-                document
-                    .udp
-                    .iter_mut()
-                    .flat_map(|s| s.services.iter_mut())
-                    .map(|(name, service)| (name, &mut service.load_balancer.servers))
-                    .collect::<Vec<_>>(),
-            ),
-        ];
-        for (kind, services) in address_sections {
-            for (name, servers) in services {
-                servers.retain(
-                    |server| match check(policy, cluster, address_server_ip(server)) {
-                        Ok(()) => true,
-                        Err(reason) => {
-                            refuse(kind, name, server.address.to_string(), reason);
-                            false
-                        }
-                    },
-                );
-            }
         }
     }
     excluded.sort();
