@@ -27,6 +27,7 @@
 //! [`run`] is the whole agent; `main.rs` only parses settings and installs logging.
 
 pub mod admin_files;
+pub mod compose;
 pub mod events;
 pub mod guard;
 pub mod metrics;

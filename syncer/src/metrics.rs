@@ -83,6 +83,7 @@ pub struct Metrics {
     gets: Family<OutcomeLabels, Counter>,
     writes: Family<OutcomeLabels, Counter>,
     restores: Counter,
+    compose_mismatches: Counter,
     last_write: Gauge<f64, AtomicU64>,
     clusters_seen: Gauge,
     clusters_accepted: Gauge,
@@ -143,6 +144,11 @@ impl Metrics {
             "restores",
             "Times the output file was found deleted or changed by someone else and restored",
             metrics.restores.clone(),
+        );
+        r.register(
+            "compose_mismatches",
+            "Times the periodic full composition differed from the incrementally kept file (the full one is used; a bug to report)",
+            metrics.compose_mismatches.clone(),
         );
         r.register(
             "last_write_timestamp_seconds",
@@ -401,6 +407,10 @@ impl Metrics {
 
     pub fn restored(&self) {
         self.restores.inc();
+    }
+
+    pub fn compose_mismatch(&self) {
+        self.compose_mismatches.inc();
     }
 
     pub fn rejected(&self, reason: &'static str) {

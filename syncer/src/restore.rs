@@ -116,7 +116,7 @@ mod tests {
         );
         let empty = doc("c", "# nothing exported\n");
         let composed =
-            crate::state::compose(&[a.clone(), b.clone(), empty.clone()], TraefikVersion::V3)
+            crate::compose::compose(&[a.clone(), b.clone(), empty.clone()], TraefikVersion::V3)
                 .unwrap();
         let restored = from_merged_file(&composed.bytes).unwrap();
         assert_eq!(restored, vec![a, b, empty]);

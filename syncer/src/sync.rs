@@ -23,22 +23,20 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::admin_files::AdminFiles;
+use crate::compose::{Composed, Composer, Guard};
 use crate::events::{self, Batch, Sequencers};
 use crate::guard::Exclusion;
 use crate::metrics::{EventMetrics, Metrics};
 use crate::output::{Fingerprint, OutputFile};
-use crate::state::{
-    Composed, Decision, Event, FetchOutcome, FetchRequest, Guard, Hold, Policy, State,
-    compose_guarded,
-};
+use crate::state::{Decision, Event, FetchOutcome, FetchRequest, Hold, Policy, State};
 use crate::{Error, Result, Settings};
 
 /// Longest wait for one listing or one fetch.
 const STORAGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for one write of the output file.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// File events arriving within this window are handled as one.
-const COALESCE: Duration = Duration::from_millis(100);
+/// How often the incrementally kept file is compared with one composed from scratch.
+const FULL_CHECK_INTERVAL: Duration = Duration::from_secs(600);
 /// How often to try watching Traefik's directory again while it is missing.
 const REWATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// Fetches in flight at once when several clusters changed together.
@@ -312,6 +310,10 @@ struct Syncer {
     status: crate::status::Tracker,
     /// The last composed document and the state revision it was composed from.
     desired: Option<(u64, Arc<Composed>)>,
+    /// Keeps the file as rendered blocks, so a change costs what it touches.
+    composer: Composer,
+    /// When the composer's file was last compared with one composed from scratch.
+    full_check_at: Option<Instant>,
     backoff: Backoff,
     /// What no cluster may put in the file: the address policy and the administrator's names.
     guard: Guard,
@@ -376,6 +378,8 @@ impl Syncer {
             health,
             sink,
             desired: None,
+            composer: Composer::new(settings.traefik_version),
+            full_check_at: None,
             backoff: Backoff::new(settings.poll_interval, max_backoff),
             guard: Guard {
                 addresses: settings.address_policy.clone(),
@@ -547,13 +551,13 @@ impl Syncer {
                 Wake::Shutdown => break,
                 Wake::Poll => next_poll = Instant::now() + self.poll(shutdown).await,
                 Wake::StorageChanged => {
-                    coalesce(storage_events.as_mut()).await;
+                    drain(storage_events.as_mut());
                     debug!("storage directory changed");
                     // A failure here is retried by the periodic listing.
                     let _ = self.poll(shutdown).await;
                 }
                 Wake::OutputChanged => {
-                    coalesce(output_watch.as_mut().map(|w| &mut w.events)).await;
+                    drain(output_watch.as_mut().map(|w| &mut w.events));
                     self.check_output(true).await;
                 }
                 Wake::Events(batch) => self.on_events(batch, shutdown).await,
@@ -829,7 +833,7 @@ impl Syncer {
             info!("the file follows the clusters again");
         }
         self.metrics.held(None);
-        let composed = match compose_guarded(&documents, self.version, &self.guard) {
+        let composed = match self.compose(&documents) {
             Ok(composed) => composed,
             Err(error) => {
                 self.metrics.write("invalid");
@@ -850,9 +854,40 @@ impl Syncer {
             .observe_exclusions(&composed.excluded, &self.state);
         self.metrics.conflicts(composed.conflicts.len());
         self.metrics.output_bytes(composed.bytes.len());
-        self.desired = Some((revision, Arc::new(composed)));
+        if let Some((_, previous)) = self.desired.replace((revision, Arc::new(composed))) {
+            self.composer.recycle(previous);
+        }
         self.desired_admin = self.admin_generation;
         Ok(())
+    }
+
+    /// The file for `documents`, from the composer; every [`FULL_CHECK_INTERVAL`] also composed
+    /// from scratch and compared, and the from-scratch one kept if they differ.
+    fn compose(
+        &mut self,
+        documents: &[(ClusterName, Arc<ksd_shared::traefik::Document>)],
+    ) -> std::result::Result<Composed, ksd_shared::traefik::DocumentError> {
+        let composed = self.composer.update(documents, &self.guard)?;
+        let due = self
+            .full_check_at
+            .is_none_or(|at| at.elapsed() >= FULL_CHECK_INTERVAL);
+        if !due {
+            return Ok(composed);
+        }
+        self.full_check_at = Some(Instant::now());
+        let mut fresh = Composer::new(self.version);
+        let full = fresh.update(documents, &self.guard)?;
+        if full.bytes == composed.bytes && full.excluded == composed.excluded {
+            return Ok(composed);
+        }
+        self.metrics.compose_mismatch();
+        error!(
+            incremental = %composed.hash,
+            full = %full.hash,
+            "the incrementally kept file differs from the one composed from scratch; using the latter"
+        );
+        self.composer = fresh;
+        Ok(full)
     }
 
     /// The file stays as it is: say why, once per change, in the log and the `held` metric.
@@ -1119,9 +1154,10 @@ async fn recv_batch(rx: Option<&mut mpsc::Receiver<Batch>>) -> Option<Batch> {
     }
 }
 
-/// Waits out the coalescing window and drops the signals that arrived meanwhile.
-async fn coalesce(rx: Option<&mut mpsc::Receiver<()>>) {
-    tokio::time::sleep(COALESCE).await;
+/// Drops the signals already pending: the cycle about to run sees everything they announce.
+/// No window is waited out, so the first change after a quiet period is applied at once;
+/// changes that arrive while the cycle runs leave one new signal, and so one more cycle.
+fn drain(rx: Option<&mut mpsc::Receiver<()>>) {
     if let Some(rx) = rx {
         while rx.try_recv().is_ok() {}
     }

@@ -88,7 +88,7 @@ fn run(shape: SyncerShape, runs: usize) -> anyhow::Result<()> {
     let merge_times = repeat(runs, || merge(&documents));
     let merged = merge(&documents);
     let clusters: Vec<_> = documents.iter().map(|d| d.cluster.clone()).collect();
-    let header = ksd_syncer::state::header(&clusters);
+    let header = ksd_syncer::compose::header(&clusters);
     let render_times = repeat(runs, || {
         traefik::render(&merged.document, TraefikVersion::V3, &header)
     });
@@ -125,7 +125,7 @@ fn run(shape: SyncerShape, runs: usize) -> anyhow::Result<()> {
     let total_checked_times = whole(true);
     // What the syncer itself runs before a write, as it stands: merge, render, read back.
     let compose_times = repeat(runs, || {
-        ksd_syncer::state::compose(&documents, TraefikVersion::V3).map(|c| c.bytes.len())
+        ksd_syncer::compose::compose(&documents, TraefikVersion::V3).map(|c| c.bytes.len())
     });
 
     println!(
@@ -143,7 +143,7 @@ fn run(shape: SyncerShape, runs: usize) -> anyhow::Result<()> {
     line("write_atomic (temp, fsync, rename, fsync)", &write_times);
     line("merge + render + write", &total_times);
     line("merge + render + read back + write", &total_checked_times);
-    line("ksd_syncer::state::compose", &compose_times);
+    line("ksd_syncer::compose::compose", &compose_times);
     println!(
         "  sum of the step medians (merge + render + write): {}",
         ms(median(&merge_times) + median(&render_times) + median(&write_times))

@@ -244,7 +244,7 @@ pub fn expected_file(clusters: &[(&str, &str)], version: TraefikVersion) -> Vec<
             document: parse_doc(text),
         })
         .collect();
-    ksd_syncer::state::compose(&documents, version)
+    ksd_syncer::compose::compose(&documents, version)
         .unwrap()
         .bytes
 }
@@ -257,7 +257,7 @@ pub fn check_merged(bytes: &[u8]) -> Result<Document, String> {
     }
     // Plain YAML first: a truncated file would show here.
     let _: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
-    ksd_syncer::state::parse_merged(bytes).map_err(|e| e.to_string())
+    ksd_syncer::compose::parse_merged(bytes).map_err(|e| e.to_string())
 }
 
 pub async fn put(fixture: &S3Fixture, prefix: &str, key: &str, body: impl Into<Vec<u8>>) {
