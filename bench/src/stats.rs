@@ -112,6 +112,22 @@ pub fn print_line(label: &str, width: usize, samples: &[Duration]) {
     }
 }
 
+/// `label`'s median and p99 as multiples of the floor's median, the figure the targets are
+/// stated in: `p50 1.4x, p99 2.1x the floor (median 20.5 ms)`.
+pub fn print_ratio(label: &str, width: usize, samples: &[Duration], floor: &[Duration]) {
+    let (Some(summary), Some(floor)) = (Summary::of(samples), Summary::of(floor)) else {
+        println!("{label:<width$} no samples");
+        return;
+    };
+    let ratio = |d: Duration| d.as_secs_f64() / floor.median.as_secs_f64().max(1e-9);
+    println!(
+        "{label:<width$} p50 {:.2}x, p99 {:.2}x the floor (median {})",
+        ratio(summary.median),
+        ratio(summary.p99),
+        ms(floor.median)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,6 +53,15 @@ pub struct Policy {
     pub max_object_bytes: u64,
 }
 
+impl Policy {
+    /// The parser's limits for a cluster document.
+    fn limits(&self) -> Limits {
+        Limits {
+            max_bytes: usize::try_from(self.max_object_bytes).unwrap_or(usize::MAX),
+        }
+    }
+}
+
 /// One conditional fetch the shell should perform.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FetchRequest {
@@ -216,6 +225,103 @@ struct ClusterState {
     changed_at: Option<Instant>,
 }
 
+impl ClusterState {
+    /// A listing shows the cluster's object: it is back if it was missing, and its staleness
+    /// is measured from the last time its version (ETag, last-modified) changed.
+    fn observe_listed(
+        &mut self,
+        cluster: &ClusterName,
+        info: &ObjectInfo,
+        policy: &Policy,
+        now: Instant,
+        events: &mut Vec<Event>,
+    ) {
+        if self.missing_polls > 0 {
+            self.missing_polls = 0;
+            events.push(Event::Returned {
+                cluster: cluster.clone(),
+            });
+        }
+        let version = (bare_etag(&info.etag).to_owned(), info.last_modified);
+        if self.seen_version.as_ref() != Some(&version) {
+            self.seen_version = Some(version);
+            self.changed_at = Some(now);
+        }
+        let stale_age = self
+            .changed_at
+            .map(|at| now.saturating_duration_since(at))
+            .filter(|age| policy.stale_after.is_some_and(|limit| *age > limit));
+        match (stale_age, self.stale) {
+            (Some(age), false) => {
+                self.stale = true;
+                events.push(Event::Stale {
+                    cluster: cluster.clone(),
+                    age,
+                });
+            }
+            (None, true) => {
+                self.stale = false;
+                events.push(Event::Fresh {
+                    cluster: cluster.clone(),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// What a fetch of a listed, changed object returned (`Failed` teaches nothing).
+    fn apply_answer(
+        &mut self,
+        cluster: &ClusterName,
+        info: &ObjectInfo,
+        outcome: FetchOutcome,
+        policy: &Policy,
+        events: &mut Vec<Event>,
+    ) {
+        match outcome {
+            // Deleted since the listing: the next listings decide.
+            FetchOutcome::Missing | FetchOutcome::Failed => {}
+            FetchOutcome::NotModified => {
+                // The version we processed is still current; the listing's ETag is only
+                // spelt differently. Remember it to avoid asking again.
+                self.processed_etag = Some(info.etag.clone());
+            }
+            FetchOutcome::TooLarge => {
+                let detail = format!("over MAX_OBJECT_BYTES ({} bytes)", policy.max_object_bytes);
+                let etag = info.etag.clone();
+                events.push(reject(self, cluster, info, etag, REASON_TOO_LARGE, detail));
+            }
+            FetchOutcome::Object { bytes, etag } => {
+                match traefik::parse_cluster_document(&bytes, &policy.limits()) {
+                    Ok(document) => events.push(self.accept(cluster, etag, document)),
+                    Err(error) => {
+                        let reason = error.reason();
+                        let detail = error.to_string();
+                        events.push(reject(self, cluster, info, etag, reason, detail));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A fetched version is the cluster's new good document.
+    fn accept(&mut self, cluster: &ClusterName, etag: String, document: Document) -> Event {
+        let servers = count_servers(&document);
+        self.good = Some(GoodDocument {
+            document: Arc::new(document),
+            servers,
+            restored: false,
+        });
+        self.rejection = None;
+        self.processed_etag = Some(etag.clone());
+        Event::Accepted {
+            cluster: cluster.clone(),
+            etag,
+            servers,
+        }
+    }
+}
+
 /// Everything the syncer remembers between cycles.
 #[derive(Clone, Debug, Default)]
 pub struct State {
@@ -336,11 +442,58 @@ impl State {
     ) -> Vec<Event> {
         let mut events = Vec::new();
         let mut fetched: BTreeMap<ClusterName, FetchOutcome> = fetched.into_iter().collect();
-        let limits = Limits {
-            max_bytes: usize::try_from(policy.max_object_bytes).unwrap_or(usize::MAX),
-        };
+        let listed = self.classify_listing(listing, &mut events);
+        let mut complete = true;
+        for (cluster, info) in &listed {
+            let state = self.clusters.entry(cluster.clone()).or_default();
+            state.observe_listed(cluster, info, policy, now, &mut events);
+            let already_processed = state
+                .processed_etag
+                .as_deref()
+                .is_some_and(|etag| same_etag(etag, &info.etag));
+            if already_processed {
+                continue;
+            }
+            if info.size > policy.max_object_bytes {
+                let detail = format!(
+                    "{} bytes, over MAX_OBJECT_BYTES ({} bytes)",
+                    info.size, policy.max_object_bytes
+                );
+                let etag = info.etag.clone();
+                events.push(reject(state, cluster, info, etag, REASON_TOO_LARGE, detail));
+                continue;
+            }
+            match fetched.remove(cluster) {
+                // An unfetched change is still unknown.
+                None | Some(FetchOutcome::Failed) => complete = false,
+                Some(outcome) => state.apply_answer(cluster, info, outcome, policy, &mut events),
+            }
+        }
+        self.note_absent(&listed, policy, &mut events);
 
-        let mut listed: BTreeMap<ClusterName, &ObjectInfo> = BTreeMap::new();
+        let empty_polls = if listed.is_empty() {
+            self.empty_polls.saturating_add(1)
+        } else {
+            0
+        };
+        let synced = self.synced || complete;
+        if !events.is_empty() || empty_polls != self.empty_polls || synced != self.synced {
+            self.revision = self.revision.wrapping_add(1);
+        }
+        self.empty_polls = empty_polls;
+        self.synced = synced;
+        self.seen = listed.len();
+        events
+    }
+
+    /// The listing's cluster objects by cluster; keys naming no cluster object are reported
+    /// (once while they stay listed).
+    fn classify_listing<'a>(
+        &mut self,
+        listing: &'a [ObjectInfo],
+        events: &mut Vec<Event>,
+    ) -> BTreeMap<ClusterName, &'a ObjectInfo> {
+        let mut listed = BTreeMap::new();
         let mut invalid_keys = BTreeSet::new();
         for info in listing {
             match classify(info) {
@@ -361,118 +514,17 @@ impl State {
         }
         // Forget keys that left the listing, so one that comes back is reported again.
         self.reported_keys = invalid_keys;
+        listed
+    }
 
-        let mut complete = true;
-        for (cluster, info) in &listed {
-            let state = self.clusters.entry(cluster.clone()).or_default();
-            if state.missing_polls > 0 {
-                state.missing_polls = 0;
-                events.push(Event::Returned {
-                    cluster: cluster.clone(),
-                });
-            }
-
-            let version = (bare_etag(&info.etag).to_owned(), info.last_modified);
-            if state.seen_version.as_ref() != Some(&version) {
-                state.seen_version = Some(version);
-                state.changed_at = Some(now);
-            }
-            let stale_age = state
-                .changed_at
-                .map(|at| now.saturating_duration_since(at))
-                .filter(|age| policy.stale_after.is_some_and(|limit| *age > limit));
-            match (stale_age, state.stale) {
-                (Some(age), false) => {
-                    state.stale = true;
-                    events.push(Event::Stale {
-                        cluster: cluster.clone(),
-                        age,
-                    });
-                }
-                (None, true) => {
-                    state.stale = false;
-                    events.push(Event::Fresh {
-                        cluster: cluster.clone(),
-                    });
-                }
-                _ => {}
-            }
-
-            let already_processed = state
-                .processed_etag
-                .as_deref()
-                .is_some_and(|etag| same_etag(etag, &info.etag));
-            if already_processed {
-                continue;
-            }
-            if info.size > policy.max_object_bytes {
-                events.push(reject(
-                    state,
-                    cluster,
-                    info,
-                    info.etag.clone(),
-                    REASON_TOO_LARGE,
-                    format!(
-                        "{} bytes, over MAX_OBJECT_BYTES ({} bytes)",
-                        info.size, policy.max_object_bytes
-                    ),
-                ));
-                continue;
-            }
-            match fetched.remove(cluster) {
-                // Deleted since the listing: the next listings decide.
-                Some(FetchOutcome::Missing) => {}
-                // An unfetched change is still unknown.
-                None => complete = false,
-                Some(FetchOutcome::Failed) => complete = false,
-                Some(FetchOutcome::NotModified) => {
-                    // The version we processed is still current; the listing's ETag is only
-                    // spelt differently. Remember it to avoid asking again.
-                    state.processed_etag = Some(info.etag.clone());
-                }
-                Some(FetchOutcome::TooLarge) => {
-                    events.push(reject(
-                        state,
-                        cluster,
-                        info,
-                        info.etag.clone(),
-                        REASON_TOO_LARGE,
-                        format!("over MAX_OBJECT_BYTES ({} bytes)", policy.max_object_bytes),
-                    ));
-                }
-                Some(FetchOutcome::Object { bytes, etag }) => {
-                    match traefik::parse_cluster_document(&bytes, &limits) {
-                        Ok(document) => {
-                            let servers = count_servers(&document);
-                            state.good = Some(GoodDocument {
-                                document: Arc::new(document),
-                                servers,
-                                restored: false,
-                            });
-                            state.rejection = None;
-                            state.processed_etag = Some(etag.clone());
-                            events.push(Event::Accepted {
-                                cluster: cluster.clone(),
-                                etag,
-                                servers,
-                            });
-                        }
-                        Err(error) => {
-                            let reason = error.reason();
-                            events.push(reject(
-                                state,
-                                cluster,
-                                info,
-                                etag,
-                                reason,
-                                error.to_string(),
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-
+    /// Counts a listing without each known cluster's object; removes the clusters whose
+    /// absence is confirmed.
+    fn note_absent(
+        &mut self,
+        listed: &BTreeMap<ClusterName, &ObjectInfo>,
+        policy: &Policy,
+        events: &mut Vec<Event>,
+    ) {
         let absent: Vec<ClusterName> = self
             .clusters
             .keys()
@@ -495,20 +547,6 @@ impl State {
                 });
             }
         }
-
-        let empty_polls = if listed.is_empty() {
-            self.empty_polls.saturating_add(1)
-        } else {
-            0
-        };
-        let synced = self.synced || complete;
-        if !events.is_empty() || empty_polls != self.empty_polls || synced != self.synced {
-            self.revision = self.revision.wrapping_add(1);
-        }
-        self.empty_polls = empty_polls;
-        self.synced = synced;
-        self.seen = listed.len();
-        events
     }
 
     /// The documents the file should hold now, or why it should stay as it is.
@@ -633,9 +671,7 @@ impl State {
         policy: &Policy,
     ) -> Vec<Event> {
         let mut events = Vec::new();
-        let limits = Limits {
-            max_bytes: usize::try_from(policy.max_object_bytes).unwrap_or(usize::MAX),
-        };
+        let limits = policy.limits();
         for (cluster, key, outcome) in fetched {
             let (etag, parsed) = match outcome {
                 FetchOutcome::NotModified | FetchOutcome::Missing | FetchOutcome::Failed => {
@@ -665,19 +701,7 @@ impl State {
             };
             match (etag, parsed) {
                 (Some(etag), Some(Ok(document))) => {
-                    let servers = count_servers(&document);
-                    state.good = Some(GoodDocument {
-                        document: Arc::new(document),
-                        servers,
-                        restored: false,
-                    });
-                    state.rejection = None;
-                    state.processed_etag = Some(etag.clone());
-                    events.push(Event::Accepted {
-                        cluster,
-                        etag,
-                        servers,
-                    });
+                    events.push(state.accept(&cluster, etag, document));
                 }
                 (Some(etag), Some(Err(error))) => {
                     let reason = error.reason();
@@ -739,556 +763,4 @@ fn reject(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
-mod tests {
-    use super::*;
-
-    const T0: Duration = Duration::from_secs(1_700_000_000);
-
-    fn now() -> SystemTime {
-        SystemTime::UNIX_EPOCH + T0
-    }
-
-    /// The syncer's monotonic clock in tests: a fixed origin, moved by hand.
-    fn clock() -> Instant {
-        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        *ORIGIN.get_or_init(Instant::now)
-    }
-
-    fn policy() -> Policy {
-        Policy {
-            confirm_polls: 3,
-            stale_after: None,
-            max_object_bytes: 1024,
-        }
-    }
-
-    fn cluster(name: &str) -> ClusterName {
-        ClusterName::parse(name).unwrap()
-    }
-
-    fn listed(key: &str, etag: &str) -> ObjectInfo {
-        ObjectInfo {
-            key: key.to_owned(),
-            etag: format!("\"{etag}\""),
-            size: 100,
-            last_modified: Some(now()),
-        }
-    }
-
-    fn doc(service: &str, ip: &str) -> Vec<u8> {
-        format!(
-            "http:\n  services:\n    {service}:\n      loadBalancer:\n        servers:\n          - url: \"http://{ip}:80\"\n"
-        )
-        .into_bytes()
-    }
-
-    fn object(bytes: Vec<u8>, etag: &str) -> FetchOutcome {
-        FetchOutcome::Object {
-            bytes,
-            etag: format!("\"{etag}\""),
-        }
-    }
-
-    /// One cycle where every planned fetch is answered by `answer`.
-    fn cycle(
-        state: &mut State,
-        listing: &[ObjectInfo],
-        answer: impl Fn(&FetchRequest) -> FetchOutcome,
-    ) -> (Vec<FetchRequest>, Vec<Event>) {
-        let plan = state.plan(listing, &policy());
-        let fetched = plan
-            .iter()
-            .map(|r| (r.cluster.clone(), answer(r)))
-            .collect();
-        let events = state.apply(listing, fetched, &policy(), clock());
-        (plan, events)
-    }
-
-    fn published(state: &State) -> Vec<(String, Document)> {
-        match state.decide(&policy()) {
-            Decision::Publish(docs) => docs
-                .into_iter()
-                .map(|(cluster, document)| (cluster.to_string(), (*document).clone()))
-                .collect(),
-            Decision::Hold(hold) => panic!("held: {hold:?}"),
-        }
-    }
-
-    fn parsed(bytes: &[u8]) -> Document {
-        traefik::parse_cluster_document(bytes, &Limits::default()).unwrap()
-    }
-
-    #[test]
-    fn fetches_only_changed_etags_with_if_none_match() {
-        let mut state = State::new();
-        let listing = [listed("a.traefik.yaml", "1")];
-        let (plan, events) = cycle(&mut state, &listing, |_| {
-            object(doc("web", "10.0.0.1"), "1")
-        });
-        assert_eq!(
-            plan,
-            vec![FetchRequest {
-                cluster: cluster("a"),
-                key: "a.traefik.yaml".into(),
-                if_none_match: None,
-            }]
-        );
-        assert!(matches!(&events[..], [Event::Accepted { servers: 1, .. }]));
-
-        let revision = state.revision();
-        let (plan, events) = cycle(&mut state, &listing, |_| unreachable!());
-        assert!(plan.is_empty() && events.is_empty());
-        assert_eq!(state.revision(), revision, "an idle poll changes nothing");
-
-        let listing = [listed("a.traefik.yaml", "2")];
-        let (plan, _) = cycle(&mut state, &listing, |_| {
-            object(doc("web", "10.0.0.2"), "2")
-        });
-        assert_eq!(plan[0].if_none_match.as_deref(), Some("\"1\""));
-        assert_eq!(
-            published(&state),
-            vec![("a".into(), parsed(&doc("web", "10.0.0.2")))]
-        );
-    }
-
-    #[test]
-    fn not_modified_remembers_the_listing_etag() {
-        let mut state = State::new();
-        cycle(&mut state, &[listed("a.traefik.yaml", "1")], |_| {
-            object(doc("web", "10.0.0.1"), "1")
-        });
-        // Same object, ETag spelt differently in the listing (weak, unquoted).
-        let listing = [ObjectInfo {
-            etag: "W/1-x".into(),
-            ..listed("a.traefik.yaml", "1")
-        }];
-        let (plan, events) = cycle(&mut state, &listing, |_| FetchOutcome::NotModified);
-        assert_eq!(plan.len(), 1);
-        assert!(events.is_empty());
-        let (plan, _) = cycle(&mut state, &listing, |_| unreachable!());
-        assert!(plan.is_empty(), "asked once, not on every poll");
-        assert_eq!(published(&state).len(), 1);
-    }
-
-    #[test]
-    fn weak_and_quoted_etags_compare_equal() {
-        assert!(same_etag("\"abc\"", "abc"));
-        assert!(same_etag("W/\"abc\"", "\"abc\""));
-        assert!(!same_etag("\"abc\"", "\"abd\""));
-    }
-
-    #[test]
-    fn other_formats_are_ignored_and_garbage_keys_reported_once() {
-        let mut state = State::new();
-        let listing = [
-            listed("a.backends.yaml", "b"),
-            listed("notes.txt", "n"),
-            listed("A.traefik.yaml", "u"),
-            listed("a.traefik.yaml", "1"),
-        ];
-        let (plan, events) = cycle(&mut state, &listing, |_| {
-            object(doc("web", "10.0.0.1"), "1")
-        });
-        assert_eq!(plan.len(), 1, "{plan:?}");
-        let invalid: Vec<_> = events
-            .iter()
-            .filter_map(|e| match e {
-                Event::InvalidKey { key, .. } => Some(key.as_str()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(invalid, vec!["notes.txt", "A.traefik.yaml"]);
-        assert_eq!(state.summary().invalid_keys, 2);
-
-        let (_, events) = cycle(&mut state, &listing, |_| unreachable!());
-        assert!(events.is_empty(), "reported once: {events:?}");
-
-        // Gone, then back: reported again.
-        cycle(&mut state, &listing[3..], |_| unreachable!());
-        let (_, events) = cycle(&mut state, &listing, |_| unreachable!());
-        assert_eq!(events.len(), 2);
-    }
-
-    #[test]
-    fn a_rejected_version_keeps_the_last_good_one_and_is_reported_once() {
-        let mut state = State::new();
-        cycle(
-            &mut state,
-            &[listed("a.traefik.yaml", "1"), listed("b.traefik.yaml", "1")],
-            |r| object(doc(&format!("svc-{}", r.cluster), "10.0.0.1"), "1"),
-        );
-        let before = published(&state);
-
-        let listing = [listed("a.traefik.yaml", "2"), listed("b.traefik.yaml", "1")];
-        let bad = b"http:\n  routers:\n    r:\n      rule: Host(`x`)\n      service: s\n".to_vec();
-        let (plan, events) = cycle(&mut state, &listing, |_| object(bad.clone(), "2"));
-        assert_eq!(plan.len(), 1);
-        match &events[..] {
-            [
-                Event::Rejected {
-                    cluster: c,
-                    reason,
-                    keeps_last_good: true,
-                    etag,
-                    ..
-                },
-            ] => {
-                assert_eq!(c.as_str(), "a");
-                assert_eq!(*reason, "not_services_only");
-                assert_eq!(etag, "\"2\"");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(
-            published(&state),
-            before,
-            "a keeps its last good document, b unaffected"
-        );
-        assert_eq!(
-            state.summary().rejected,
-            BTreeMap::from([("not_services_only", 1)])
-        );
-
-        let (plan, events) = cycle(&mut state, &listing, |_| unreachable!());
-        assert!(plan.is_empty() && events.is_empty(), "once per ETag");
-
-        // A fixed version replaces the rejection.
-        let listing = [listed("a.traefik.yaml", "3"), listed("b.traefik.yaml", "1")];
-        cycle(&mut state, &listing, |_| {
-            object(doc("svc-a", "10.0.0.9"), "3")
-        });
-        assert!(state.summary().rejected.is_empty());
-        assert_eq!(published(&state)[0].1, parsed(&doc("svc-a", "10.0.0.9")));
-    }
-
-    #[test]
-    fn a_first_version_that_is_rejected_publishes_nothing_for_that_cluster() {
-        let mut state = State::new();
-        let listing = [listed("a.traefik.yaml", "1"), listed("b.traefik.yaml", "1")];
-        let (_, events) = cycle(&mut state, &listing, |r| {
-            if r.cluster.as_str() == "a" {
-                object(b"{{ bad".to_vec(), "1")
-            } else {
-                object(doc("web", "10.0.0.1"), "1")
-            }
-        });
-        assert!(events.iter().any(|e| matches!(
-            e,
-            Event::Rejected {
-                reason: "template_marker",
-                keeps_last_good: false,
-                ..
-            }
-        )));
-        assert_eq!(published(&state).len(), 1);
-        assert_eq!(published(&state)[0].0, "b");
-    }
-
-    #[test]
-    fn too_large_in_the_listing_is_rejected_without_a_fetch() {
-        let mut state = State::new();
-        let big = ObjectInfo {
-            size: 2048,
-            ..listed("a.traefik.yaml", "1")
-        };
-        let (plan, events) = cycle(&mut state, std::slice::from_ref(&big), |_| unreachable!());
-        assert!(plan.is_empty());
-        assert!(matches!(
-            &events[..],
-            [Event::Rejected {
-                reason: REASON_TOO_LARGE,
-                ..
-            }]
-        ));
-        let (_, events) = cycle(&mut state, &[big], |_| unreachable!());
-        assert!(events.is_empty());
-        assert_eq!(
-            state.summary().rejected,
-            BTreeMap::from([(REASON_TOO_LARGE, 1)])
-        );
-    }
-
-    #[test]
-    fn too_large_on_fetch_and_by_the_parser_share_the_reason() {
-        let mut state = State::new();
-        let (_, events) = cycle(&mut state, &[listed("a.traefik.yaml", "1")], |_| {
-            FetchOutcome::TooLarge
-        });
-        assert!(matches!(
-            &events[..],
-            [Event::Rejected {
-                reason: REASON_TOO_LARGE,
-                ..
-            }]
-        ));
-        let (_, events) = cycle(&mut state, &[listed("a.traefik.yaml", "2")], |_| {
-            object(vec![b'#'; 2000], "2")
-        });
-        assert!(matches!(
-            &events[..],
-            [Event::Rejected {
-                reason: REASON_TOO_LARGE,
-                ..
-            }]
-        ));
-    }
-
-    #[test]
-    fn an_absent_cluster_is_removed_only_after_confirm_polls() {
-        let mut state = State::new();
-        let both = [listed("a.traefik.yaml", "1"), listed("b.traefik.yaml", "1")];
-        cycle(&mut state, &both, |r| {
-            object(doc(&format!("svc-{}", r.cluster), "10.0.0.1"), "1")
-        });
-        let only_b = [listed("b.traefik.yaml", "1")];
-        for poll in 1..3 {
-            let (_, events) = cycle(&mut state, &only_b, |_| unreachable!());
-            assert!(matches!(&events[..], [Event::Missing { polls, .. }] if *polls == poll));
-            assert_eq!(
-                published(&state).len(),
-                2,
-                "still published after {poll} polls"
-            );
-            assert_eq!(state.summary().missing, 1);
-        }
-        let (_, events) = cycle(&mut state, &only_b, |_| unreachable!());
-        assert!(matches!(&events[..], [Event::Removed { .. }]));
-        assert_eq!(published(&state).len(), 1);
-    }
-
-    #[test]
-    fn a_cluster_that_returns_before_confirmation_stays() {
-        let mut state = State::new();
-        let listing = [listed("a.traefik.yaml", "1")];
-        cycle(&mut state, &listing, |_| {
-            object(doc("web", "10.0.0.1"), "1")
-        });
-        for _ in 0..2 {
-            cycle(&mut state, &[], |_| unreachable!());
-        }
-        let (plan, events) = cycle(&mut state, &listing, |_| unreachable!());
-        assert!(plan.is_empty(), "known ETag, no fetch");
-        assert_eq!(
-            events,
-            vec![Event::Returned {
-                cluster: cluster("a")
-            }]
-        );
-        for _ in 0..2 {
-            cycle(&mut state, &[], |_| unreachable!());
-        }
-        assert_eq!(published(&state).len(), 1, "the count restarted");
-    }
-
-    #[test]
-    fn an_empty_listing_at_start_is_held_until_confirmed() {
-        let mut state = State::new();
-        assert_eq!(state.decide(&policy()), Decision::Hold(Hold::NotSynced));
-        for polls in 1..3 {
-            cycle(&mut state, &[], |_| unreachable!());
-            assert_eq!(
-                state.decide(&policy()),
-                Decision::Hold(Hold::EmptyListing {
-                    polls,
-                    confirm_polls: 3
-                })
-            );
-        }
-        cycle(&mut state, &[], |_| unreachable!());
-        assert_eq!(state.decide(&policy()), Decision::Publish(Vec::new()));
-    }
-
-    #[test]
-    fn nothing_is_decided_before_every_listed_object_was_fetched() {
-        let mut state = State::new();
-        let listing = [listed("a.traefik.yaml", "1"), listed("b.traefik.yaml", "1")];
-        cycle(&mut state, &listing, |r| {
-            if r.cluster.as_str() == "a" {
-                FetchOutcome::Failed
-            } else {
-                object(doc("web", "10.0.0.1"), "1")
-            }
-        });
-        assert_eq!(state.decide(&policy()), Decision::Hold(Hold::NotSynced));
-        let (plan, _) = cycle(&mut state, &listing, |_| {
-            object(doc("api", "10.0.0.2"), "1")
-        });
-        assert_eq!(plan.len(), 1, "only the failed one is fetched again");
-        assert_eq!(published(&state).len(), 2);
-
-        // Once synced, a failed fetch keeps the last good document.
-        let listing = [listed("a.traefik.yaml", "2"), listed("b.traefik.yaml", "1")];
-        cycle(&mut state, &listing, |_| FetchOutcome::Failed);
-        assert_eq!(published(&state).len(), 2);
-    }
-
-    #[test]
-    fn staleness_is_measured_on_the_syncers_own_clock() {
-        let policy = Policy {
-            stale_after: Some(Duration::from_secs(60)),
-            ..policy()
-        };
-        let at = |secs: u64| clock() + Duration::from_secs(secs);
-        let mut state = State::new();
-        // An object whose last-modified is a day old (or in the future: a skewed store) is
-        // fresh when first seen: only our clock counts.
-        let skewed = |key: &str, etag: &str, modified: SystemTime| ObjectInfo {
-            last_modified: Some(modified),
-            ..listed(key, etag)
-        };
-        let day = Duration::from_secs(86_400);
-        let listing = [
-            skewed("a.traefik.yaml", "1", now() - day),
-            skewed("b.traefik.yaml", "1", now() + day),
-        ];
-        let plan = state.plan(&listing, &policy);
-        assert_eq!(plan.len(), 2);
-        let fetched = plan
-            .iter()
-            .map(|r| {
-                (
-                    r.cluster.clone(),
-                    object(doc(&format!("s-{}", r.cluster), "10.0.0.1"), "1"),
-                )
-            })
-            .collect();
-        state.apply(&listing, fetched, &policy, at(0));
-        let Decision::Publish(docs) = state.decide(&policy) else {
-            panic!("held")
-        };
-        assert_eq!(docs.len(), 2, "both fresh whatever their timestamps");
-
-        // b's heartbeat (same ETag, new last-modified) keeps it fresh; a does not change.
-        let listing = [
-            skewed("a.traefik.yaml", "1", now() - day),
-            skewed("b.traefik.yaml", "1", now() + day + Duration::from_secs(30)),
-        ];
-        assert!(
-            state.plan(&listing, &policy).is_empty(),
-            "a heartbeat is not fetched"
-        );
-        let events = state.apply(&listing, Vec::new(), &policy, at(50));
-        assert!(events.is_empty(), "{events:?}");
-        let events = state.apply(&listing, Vec::new(), &policy, at(61));
-        assert!(
-            matches!(&events[..], [Event::Stale { cluster, .. }] if cluster.as_str() == "a"),
-            "{events:?}"
-        );
-        let Decision::Publish(docs) = state.decide(&policy) else {
-            panic!("held")
-        };
-        assert_eq!(docs.len(), 1);
-        assert_eq!(docs[0].0.as_str(), "b");
-        assert_eq!(state.summary().stale, 1);
-
-        // a's exporter comes back: a new last-modified is enough.
-        let listing = [
-            skewed("a.traefik.yaml", "1", now()),
-            skewed("b.traefik.yaml", "1", now() + day + Duration::from_secs(30)),
-        ];
-        let events = state.apply(&listing, Vec::new(), &policy, at(62));
-        assert!(events.contains(&Event::Fresh {
-            cluster: cluster("a")
-        }));
-
-        // Both silent for longer than STALE_AFTER: the file stays as it is.
-        let events = state.apply(&listing, Vec::new(), &policy, at(200));
-        assert_eq!(events.len(), 2, "{events:?}");
-        assert_eq!(
-            state.decide(&policy),
-            Decision::Hold(Hold::NothingServable {
-                listed: 2,
-                stale: 2,
-                rejected: 0
-            })
-        );
-    }
-
-    #[test]
-    fn all_rejected_holds_the_file_but_a_confirmed_empty_listing_empties_it() {
-        let mut state = State::new();
-        let listing = [listed("a.traefik.yaml", "1")];
-        cycle(&mut state, &listing, |_| object(b"{{ bad".to_vec(), "1"));
-        assert_eq!(
-            state.decide(&policy()),
-            Decision::Hold(Hold::NothingServable {
-                listed: 1,
-                stale: 0,
-                rejected: 1
-            })
-        );
-        for _ in 0..3 {
-            cycle(&mut state, &[], |_| unreachable!());
-        }
-        assert_eq!(state.decide(&policy()), Decision::Publish(Vec::new()));
-    }
-
-    #[test]
-    fn a_restored_cluster_keeps_serving_when_its_current_object_is_rejected() {
-        let mut state = State::new();
-        let seeded = state.restore(vec![
-            ClusterDocument {
-                cluster: cluster("a"),
-                document: parsed(&doc("web", "10.0.0.1")),
-            },
-            ClusterDocument {
-                cluster: cluster("b"),
-                document: parsed(&doc("api", "10.0.0.2")),
-            },
-        ]);
-        assert_eq!(seeded, 2);
-        assert_eq!(state.decide(&policy()), Decision::Hold(Hold::NotSynced));
-        let listing = [listed("a.traefik.yaml", "1"), listed("b.traefik.yaml", "1")];
-        let (_, events) = cycle(&mut state, &listing, |r| {
-            if r.cluster.as_str() == "a" {
-                object(b"{{ bad".to_vec(), "1")
-            } else {
-                object(doc("api", "10.0.0.3"), "1")
-            }
-        });
-        assert!(events.iter().any(|e| matches!(
-            e,
-            Event::Rejected {
-                keeps_last_good: true,
-                ..
-            }
-        )));
-        assert_eq!(
-            published(&state),
-            vec![
-                ("a".into(), parsed(&doc("web", "10.0.0.1"))),
-                ("b".into(), parsed(&doc("api", "10.0.0.3")))
-            ]
-        );
-        assert_eq!(state.restored_clusters(), vec![cluster("a")]);
-    }
-
-    #[test]
-    fn summary_counts_servers_per_published_cluster() {
-        let mut state = State::new();
-        let two = b"http:\n  services:\n    web:\n      loadBalancer:\n        servers:\n          - url: \"http://10.0.0.1:80\"\n          - url: \"http://10.0.0.2:80\"\ntcp:\n  services:\n    db:\n      loadBalancer:\n        servers:\n          - address: \"10.0.0.3:5432\"\n".to_vec();
-        cycle(&mut state, &[listed("a.traefik.yaml", "1")], |_| {
-            object(two.clone(), "1")
-        });
-        let summary = state.summary();
-        assert_eq!(summary.seen, 1);
-        assert_eq!(summary.published, 1);
-        assert_eq!(summary.servers, BTreeMap::from([(cluster("a"), 3)]));
-    }
-
-    #[test]
-    fn conflicts_are_noted_once_per_change() {
-        let mut state = State::new();
-        let conflict = Conflict {
-            service: "web".into(),
-            kind: ksd_shared::merge::ConflictKind::Options,
-            winner: cluster("a"),
-            loser: cluster("b"),
-        };
-        assert!(!state.note_conflicts(&[]));
-        assert!(state.note_conflicts(std::slice::from_ref(&conflict)));
-        assert!(!state.note_conflicts(std::slice::from_ref(&conflict)));
-        assert!(state.note_conflicts(&[]));
-    }
-}
+mod tests;

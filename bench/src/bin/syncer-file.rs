@@ -4,7 +4,10 @@
 //! 2. resident memory (`VmRSS`, `VmHWM`) with that state, and again after the iterations;
 //! 3. propagation: a cluster's object is replaced atomically (complete temporary file, fsync,
 //!    then the timed rename) with one server moved, and file events on Traefik's directory
-//!    tell when the merged file holding that server appears.
+//!    tell when the merged file holding that server appears;
+//! 4. the floor, after each sample in the same run: read and hash the changed object, then
+//!    write, fsync and rename a file of the merged file's size (the syncer's own writer), and
+//!    the propagation as a multiple of it.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -16,9 +19,10 @@ use ksd_bench::agents::{stop, wait_for_content};
 use ksd_bench::binaries::Agent as AgentBinary;
 use ksd_bench::files::DirWatch;
 use ksd_bench::procfs::Memory;
-use ksd_bench::stats::{Summary, ms};
+use ksd_bench::stats::{Summary, ms, print_line, print_ratio};
 use ksd_bench::workload::{SyncerShape, TARGET_PORT, marker_ip, server_marker};
 use ksd_runtime::storage::{PutCondition, S3Options, Storage, StorageUrl};
+use ksd_syncer::output::OutputFile;
 use ksd_testbed::process::Agent;
 
 #[derive(Debug, Parser)]
@@ -74,10 +78,14 @@ fn measure(
     iterations: u32,
     gap: Duration,
     budget: Duration,
-) -> anyhow::Result<Vec<Duration>> {
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     let output = traefik_dir.join(OUTPUT_FILE);
     let watch = DirWatch::new(traefik_dir)?;
+    let floor_dir = tempfile::tempdir_in(traefik_dir.parent().unwrap_or(traefik_dir))
+        .context("a directory for the floor's writes")?;
+    let writer = OutputFile::new(floor_dir.path(), OUTPUT_FILE);
     let mut samples = Vec::new();
+    let mut floor = Vec::new();
     let start = Instant::now();
     for i in 0..iterations {
         if start.elapsed() >= budget {
@@ -97,9 +105,33 @@ fn measure(
         let replaced = replace_object(storage_dir, &shape.key(cluster), &bytes)?;
         let seen = watch.wait_until_contains(&output, &marker, Duration::from_secs(30))?;
         samples.push(seen.saturating_duration_since(replaced));
+        let merged = std::fs::read(&output).context("reading the merged file")?;
+        floor.push(floor_once(
+            storage_dir,
+            &shape.key(cluster),
+            &merged,
+            &writer,
+        )?);
         std::thread::sleep(gap);
     }
-    Ok(samples)
+    Ok((samples, floor))
+}
+
+/// What any syncer has to do for one change: read and hash the changed object, then replace
+/// a file of the merged file's size atomically (temporary file, fsync, rename).
+fn floor_once(
+    storage_dir: &Path,
+    key: &str,
+    merged: &[u8],
+    writer: &OutputFile,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let object = std::fs::read(storage_dir.join(key)).context("reading the changed object")?;
+    std::hint::black_box(ksd_shared::content_hash(&object));
+    writer
+        .write_atomic(merged)
+        .context("writing the floor's file")?;
+    Ok(start.elapsed())
 }
 
 #[tokio::main]
@@ -203,7 +235,7 @@ async fn main() -> anyhow::Result<()> {
     let (storage_path, traefik_path) =
         (storage_dir.path().to_owned(), traefik_dir.path().to_owned());
     let (iterations, gap, budget) = (args.iterations, args.gap, args.time_budget);
-    let samples = tokio::task::spawn_blocking(move || {
+    let (samples, floor) = tokio::task::spawn_blocking(move || {
         measure(shape, &storage_path, &traefik_path, iterations, gap, budget)
     })
     .await
@@ -213,9 +245,9 @@ async fn main() -> anyhow::Result<()> {
         "memory after the iterations:",
         Memory::of(pid)?
     );
-    if let Some(summary) = Summary::of(&samples) {
-        println!("{:<40} {summary}", "object rename -> merged file changed:");
-    }
+    print_line("object rename -> merged file changed:", 40, &samples);
+    print_line("floor: read+hash object, write merged:", 40, &floor);
+    print_ratio("propagation / floor:", 40, &samples, &floor);
     if let Some(status) = agent.try_exit() {
         anyhow::bail!(
             "the syncer exited during the run ({status})\n{}",
