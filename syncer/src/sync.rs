@@ -1,9 +1,9 @@
 //! The I/O shell: one task that lists the prefix, fetches what [`State::plan`] asks for, applies
-//! the answers, and writes what [`State::decide`] and [`compose`] produce. Every storage call has
-//! a timeout; a failed listing changes nothing and is retried with backoff; file operations run
-//! on the blocking pool with a timeout.
+//! the answers, and writes what [`State::decide`] and the [`crate::compose::Composer`]
+//! produce. Every storage call has a timeout; a failed listing changes nothing and is retried
+//! with backoff; file operations run on the blocking pool with a timeout. Deciding the file is
+//! in `decide`, writing and watching it in `write`.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,8 +14,6 @@ use ksd_runtime::backoff::Backoff;
 use ksd_runtime::error_chain;
 use ksd_runtime::storage::{Fetched, ObjectInfo, Storage, StorageUrl};
 use ksd_shared::names::ClusterName;
-use notify::event::{AccessKind, AccessMode};
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -27,9 +25,14 @@ use crate::compose::{Composed, Composer, Guard};
 use crate::events::{self, Batch, Sequencers};
 use crate::guard::Exclusion;
 use crate::metrics::{EventMetrics, Metrics};
-use crate::output::{Fingerprint, OutputFile};
-use crate::state::{Decision, Event, FetchOutcome, FetchRequest, Hold, Policy, State};
+use crate::output::OutputFile;
+use crate::state::{FetchOutcome, FetchRequest, Hold, Policy, State};
 use crate::{Error, Result, Settings};
+
+mod decide;
+mod write;
+
+use write::{OutputWatch, Sink, watch_dir};
 
 /// Longest wait for one listing or one fetch.
 const STORAGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -236,27 +239,6 @@ async fn start_event_queue(
     )))
 }
 
-/// A watch of Traefik's directory, valid while the directory is the one it was set on.
-struct OutputWatch {
-    _watcher: RecommendedWatcher,
-    events: mpsc::Receiver<()>,
-    dir: PathBuf,
-    identity: (u64, u64),
-}
-
-impl OutputWatch {
-    /// False once the directory was removed or replaced: inotify watches the inode, so the
-    /// watch has to be set up again on the new one.
-    fn is_current(&self) -> bool {
-        dir_identity(&self.dir) == Some(self.identity)
-    }
-}
-
-fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
-}
-
 /// What woke the loop.
 enum Wake {
     Shutdown,
@@ -265,36 +247,6 @@ enum Wake {
     OutputChanged,
     Rewatch,
     Events(Batch),
-}
-
-/// Where the decided file goes.
-enum Sink {
-    File {
-        output: OutputFile,
-        /// What we last wrote or verified on disk.
-        on_disk: Option<OnDisk>,
-    },
-    /// `--dry-run`: standard output, each time the document changes.
-    Stdout { printed: Option<String> },
-}
-
-#[derive(Clone, Debug)]
-struct OnDisk {
-    hash: String,
-    fingerprint: Fingerprint,
-}
-
-/// What one blocking check-and-write of the output file did.
-enum Ensured {
-    /// The file is as we left it.
-    Unchanged,
-    /// The file already held the desired bytes (left by a previous run, or rewritten by
-    /// somebody with identical content).
-    Adopted(OnDisk),
-    Written {
-        on_disk: OnDisk,
-        restored: bool,
-    },
 }
 
 struct Syncer {
@@ -566,44 +518,6 @@ impl Syncer {
         info!("shutting down");
     }
 
-    /// Whether the output file should be watched: once there is something to guard, and
-    /// never in `--dry-run`.
-    fn wants_output_watch(&self) -> bool {
-        matches!(self.sink, Sink::File { .. }) && self.desired.is_some()
-    }
-
-    /// Watches Traefik's directory for changes to the output file (not in `--dry-run`).
-    fn watch_output(&self) -> Option<OutputWatch> {
-        let Sink::File { output, .. } = &self.sink else {
-            return None;
-        };
-        // Nothing to guard before the first decision; the directory may not exist yet.
-        self.desired.as_ref()?;
-        let dir = output.dir().to_path_buf();
-        let identity = dir_identity(&dir)?;
-        let target = output.clone();
-        let watched = dir.clone();
-        // Events on the directory itself (removed, moved away) wake the loop too, so the watch
-        // is set up again on its replacement.
-        match watch_dir(&dir, move |event| {
-            event
-                .paths
-                .iter()
-                .any(|path| target.is_target(path) || *path == watched)
-        }) {
-            Ok((watcher, events)) => Some(OutputWatch {
-                _watcher: watcher,
-                events,
-                dir,
-                identity,
-            }),
-            Err(error) => {
-                debug!(error = %error_chain(&error), "cannot watch the output directory yet");
-                None
-            }
-        }
-    }
-
     /// Acts on a batch of bucket events: a conditional GET of each changed cluster object and a
     /// write at once, and a listing when a deletion was announced (only listings confirm an
     /// absence, `CONFIRM_POLLS` of them). Then the queue task may delete the messages.
@@ -763,381 +677,6 @@ impl Syncer {
             }
         }
     }
-
-    fn report(&self, events: Vec<Event>) {
-        for event in events {
-            match event {
-                Event::InvalidKey { key, reason } => {
-                    warn!(%key, %reason, "ignoring an object that is not <cluster>.traefik.yaml");
-                }
-                Event::Accepted {
-                    cluster,
-                    etag,
-                    servers,
-                } => {
-                    self.metrics.change_seen();
-                    info!(%cluster, %etag, servers, "accepted cluster document");
-                }
-                Event::Rejected {
-                    cluster,
-                    key,
-                    etag,
-                    reason,
-                    detail,
-                    keeps_last_good,
-                } => {
-                    self.metrics.rejected(reason);
-                    warn!(%cluster, %key, %etag, reason, %detail, keeps_last_good, "rejected cluster document");
-                }
-                Event::Missing {
-                    cluster,
-                    polls,
-                    confirm_polls,
-                } => {
-                    warn!(%cluster, polls, confirm_polls, "cluster object absent from the listing; kept until confirmed")
-                }
-                Event::Returned { cluster } => {
-                    info!(%cluster, "cluster object is listed again");
-                }
-                Event::Removed { cluster } => {
-                    warn!(%cluster, "cluster object absence confirmed; cluster removed");
-                }
-                Event::Stale { cluster, age } => {
-                    warn!(%cluster, unchanged_for = ?age, "cluster object not seen changing for longer than STALE_AFTER (on the syncer's own clock); cluster left out");
-                }
-                Event::Fresh { cluster } => {
-                    info!(%cluster, "cluster object refreshed; cluster included again");
-                }
-            }
-        }
-    }
-
-    /// Composes the file the state calls for, when the state changed since the last time.
-    fn decide(&mut self) -> Result<()> {
-        let revision = self.state.revision();
-        if self
-            .desired
-            .as_ref()
-            .is_some_and(|(r, _)| *r == revision && self.desired_admin == self.admin_generation)
-        {
-            return Ok(());
-        }
-        let documents = match self.state.decide(&self.policy) {
-            Decision::Hold(hold) => {
-                self.hold(hold);
-                return Ok(());
-            }
-            Decision::Publish(documents) => documents,
-        };
-        if self.held.take().is_some() {
-            info!("the file follows the clusters again");
-        }
-        self.metrics.held(None);
-        let composed = match self.compose(&documents) {
-            Ok(composed) => composed,
-            Err(error) => {
-                self.metrics.write("invalid");
-                error!(error = %error_chain(&error), "the merged document failed validation; the file stays as it is");
-                return Err(Error::InvalidOutput(error));
-            }
-        };
-        if self.state.note_conflicts(&composed.conflicts) {
-            for conflict in &composed.conflicts {
-                warn!(conflict = ?conflict, "clusters disagree on a service's options; resolved deterministically");
-            }
-            if composed.conflicts.is_empty() {
-                info!("no more conflicts between clusters");
-            }
-        }
-        self.note_exclusions(&composed.excluded);
-        self.status
-            .observe_exclusions(&composed.excluded, &self.state);
-        self.metrics.conflicts(composed.conflicts.len());
-        self.metrics.output_bytes(composed.bytes.len());
-        if let Some((_, previous)) = self.desired.replace((revision, Arc::new(composed))) {
-            self.composer.recycle(previous);
-        }
-        self.desired_admin = self.admin_generation;
-        Ok(())
-    }
-
-    /// The file for `documents`, from the composer; every [`FULL_CHECK_INTERVAL`] also composed
-    /// from scratch and compared, and the from-scratch one kept if they differ.
-    fn compose(
-        &mut self,
-        documents: &[(ClusterName, Arc<ksd_shared::traefik::Document>)],
-    ) -> std::result::Result<Composed, ksd_shared::traefik::DocumentError> {
-        let composed = self.composer.update(documents, &self.guard)?;
-        let due = self
-            .full_check_at
-            .is_none_or(|at| at.elapsed() >= FULL_CHECK_INTERVAL);
-        if !due {
-            return Ok(composed);
-        }
-        self.full_check_at = Some(Instant::now());
-        let mut fresh = Composer::new(self.version);
-        let full = fresh.update(documents, &self.guard)?;
-        if full.bytes == composed.bytes && full.excluded == composed.excluded {
-            return Ok(composed);
-        }
-        self.metrics.compose_mismatch();
-        error!(
-            incremental = %composed.hash,
-            full = %full.hash,
-            "the incrementally kept file differs from the one composed from scratch; using the latter"
-        );
-        self.composer = fresh;
-        Ok(full)
-    }
-
-    /// The file stays as it is: say why, once per change, in the log and the `held` metric.
-    fn hold(&mut self, hold: Hold) {
-        self.metrics.held(Some(hold.as_str()));
-        if self.held.as_ref() == Some(&hold) {
-            return;
-        }
-        match &hold {
-            Hold::NotSynced => {
-                debug!("not every listed object could be fetched yet; nothing decided");
-            }
-            Hold::EmptyListing {
-                polls,
-                confirm_polls,
-            } => warn!(
-                polls,
-                confirm_polls, "the listing is empty; the file stays as it is until confirmed"
-            ),
-            Hold::NothingServable {
-                listed,
-                stale,
-                rejected,
-            } => error!(
-                listed,
-                stale,
-                rejected,
-                "no listed cluster has a document to serve (all stale or rejected); the file stays as it is rather than serving nothing"
-            ),
-        }
-        self.held = Some(hold);
-    }
-
-    /// Logs what the guard left out, once per change, and sets the metrics.
-    fn note_exclusions(&mut self, excluded: &[Exclusion]) {
-        let mut servers = Vec::new();
-        let mut services = 0;
-        for exclusion in excluded {
-            match exclusion {
-                Exclusion::Server {
-                    cluster, reason, ..
-                } => servers.push((cluster.to_string(), reason.as_str())),
-                Exclusion::AdminName { .. } => services += 1,
-            }
-        }
-        self.metrics.excluded(&servers, services);
-        if self.excluded.as_slice() == excluded {
-            return;
-        }
-        for exclusion in excluded {
-            if self.excluded.binary_search(exclusion).is_ok() {
-                continue;
-            }
-            self.metrics.exclusion(exclusion.reason());
-            match exclusion {
-                Exclusion::Server {
-                    cluster,
-                    kind,
-                    service,
-                    server,
-                    reason,
-                } => warn!(
-                    %cluster,
-                    kind = kind.as_str(),
-                    %service,
-                    %server,
-                    reason = reason.as_str(),
-                    "left a server out of the file: {reason}"
-                ),
-                Exclusion::AdminName { kind, service } => warn!(
-                    kind = kind.as_str(),
-                    %service,
-                    "left an exported service out of the file: the administrator's files in TRAEFIK_DIR define this name"
-                ),
-            }
-        }
-        self.excluded = excluded.to_vec();
-    }
-
-    async fn publish(&mut self) -> Result<()> {
-        let Some((_, desired)) = self.desired.clone() else {
-            return Ok(());
-        };
-        match &mut self.sink {
-            Sink::Stdout { printed } => {
-                if printed.as_deref() != Some(desired.hash.as_str()) {
-                    // A blocking write: only `--dry-run` prints, and a slow reader should slow
-                    // the loop down rather than have documents pile up.
-                    let mut stdout = std::io::stdout().lock();
-                    stdout
-                        .write_all(&desired.bytes)
-                        .and_then(|()| stdout.flush())
-                        .map_err(Error::Stdout)?;
-                    *printed = Some(desired.hash.clone());
-                }
-                self.health.set_ready(true);
-                Ok(())
-            }
-            Sink::File { .. } => self.ensure_file(false).await,
-        }
-    }
-
-    /// Verifies the output file after a change notification; restores it if needed.
-    async fn check_output(&mut self, force_read: bool) {
-        if let Err(error) = self.ensure_file(force_read).await {
-            warn!(error = %error_chain(&error), "cannot restore the output file; retrying on the next poll");
-        }
-    }
-
-    /// Makes the file hold the desired bytes, writing only if it does not already.
-    async fn ensure_file(&mut self, force_read: bool) -> Result<()> {
-        let Some((_, desired)) = self.desired.clone() else {
-            return Ok(());
-        };
-        let Sink::File { output, on_disk } = &mut self.sink else {
-            return Ok(());
-        };
-        let task_output = output.clone();
-        let known = on_disk.clone();
-        let task_desired = desired.clone();
-        let task = tokio::task::spawn_blocking(move || {
-            ensure(&task_output, &task_desired, known.as_ref(), force_read)
-        });
-        let result = match timeout(WRITE_TIMEOUT, task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(Error::Blocking(join)),
-            Err(_) => Err(Error::OutputTimeout {
-                path: output.path().to_path_buf(),
-                after: WRITE_TIMEOUT,
-            }),
-        };
-        let wrote = matches!(result, Ok(Ensured::Adopted(_) | Ensured::Written { .. }));
-        if result.is_ok() {
-            self.status
-                .observe_output(output.path(), &desired.hash, desired.bytes.len(), wrote);
-            self.status.publish(&self.state, SystemTime::now());
-        }
-        match result {
-            Ok(Ensured::Unchanged) => self.metrics.change_settled(),
-            Ok(Ensured::Adopted(found)) => {
-                self.metrics.change_settled();
-                debug!(path = %output.path().display(), "the file already holds the merged document");
-                *on_disk = Some(found);
-            }
-            Ok(Ensured::Written {
-                on_disk: written,
-                restored,
-            }) => {
-                self.metrics.written(SystemTime::now());
-                self.metrics.change_written();
-                if restored {
-                    self.metrics.restored();
-                    warn!(path = %output.path().display(), "the output file was deleted or changed by someone else; restored");
-                } else {
-                    info!(
-                        path = %output.path().display(),
-                        bytes = desired.bytes.len(),
-                        clusters = ?desired.clusters.iter().map(ClusterName::as_str).collect::<Vec<_>>(),
-                        "wrote the merged document"
-                    );
-                }
-                *on_disk = Some(written);
-            }
-            Err(error) => {
-                // The state of the file is unknown now: read it again next time.
-                *on_disk = None;
-                self.metrics.write(match error {
-                    Error::OutputTimeout { .. } => "timeout",
-                    _ => "error",
-                });
-                warn!(error = %error_chain(&error), "writing the output file failed; the previous file is intact, retrying on the next poll");
-                return Err(error);
-            }
-        }
-        self.health.set_ready(true);
-        Ok(())
-    }
-}
-
-/// The blocking part of [`Syncer::ensure_file`]: a `stat` when the file is as we left it, a
-/// read and compare otherwise, a write only if the bytes differ.
-fn ensure(
-    output: &OutputFile,
-    desired: &Composed,
-    known: Option<&OnDisk>,
-    force_read: bool,
-) -> Result<Ensured> {
-    let ours = known.filter(|k| k.hash == desired.hash);
-    if let Some(ours) = ours
-        && !force_read
-        && output.fingerprint()? == Some(ours.fingerprint)
-    {
-        return Ok(Ensured::Unchanged);
-    }
-    if output.read()?.as_deref() == Some(desired.bytes.as_slice())
-        && let Some(fingerprint) = output.fingerprint()?
-    {
-        let found = OnDisk {
-            hash: desired.hash.clone(),
-            fingerprint,
-        };
-        return Ok(match ours {
-            Some(ours) if ours.fingerprint == fingerprint => Ensured::Unchanged,
-            _ => Ensured::Adopted(found),
-        });
-    }
-    let fingerprint = output.write_atomic(&desired.bytes)?;
-    Ok(Ensured::Written {
-        on_disk: OnDisk {
-            hash: desired.hash.clone(),
-            fingerprint,
-        },
-        restored: ours.is_some(),
-    })
-}
-
-/// A non-recursive watch of `dir` that signals (coalesced into one pending signal) every event
-/// `relevant` keeps. Opens and reads are never relevant: the syncer's own reads would wake it.
-fn watch_dir(
-    dir: &Path,
-    relevant: impl Fn(&notify::Event) -> bool + Send + 'static,
-) -> Result<(RecommendedWatcher, mpsc::Receiver<()>)> {
-    let (tx, rx) = mpsc::channel(1);
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let wake = match event {
-            Ok(event) => !is_read_only_access(&event.kind) && relevant(&event),
-            // An overflowed queue or a broken watch: check, in case something was missed.
-            Err(_) => true,
-        };
-        if wake {
-            // Full means a signal is already pending, which is all we need.
-            let _ = tx.try_send(());
-        }
-    })
-    .map_err(|source| watch_error(dir, source))?;
-    watcher
-        .watch(dir, RecursiveMode::NonRecursive)
-        .map_err(|source| watch_error(dir, source))?;
-    Ok((watcher, rx))
-}
-
-fn watch_error(dir: &Path, source: notify::Error) -> Error {
-    Error::Watch {
-        path: PathBuf::from(dir),
-        source,
-    }
-}
-
-fn is_read_only_access(kind: &EventKind) -> bool {
-    matches!(kind, EventKind::Access(access) if !matches!(access, AccessKind::Close(AccessMode::Write)))
 }
 
 async fn recv(rx: Option<&mut mpsc::Receiver<()>>) -> Option<()> {
