@@ -123,60 +123,94 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     // that answers probes and does nothing (or syncs with nobody able to see it).
     let loop_shutdown = shutdown.clone();
     let loop_settings = settings.clone();
-    let mut sync_task = ksd_runtime::fault::inject(
+    let sync_task = ksd_runtime::fault::inject(
         "sync-loop",
         tokio::spawn(async move {
             syncer.run_loop(&loop_settings, &loop_shutdown).await;
         }),
     );
-    let mut admin_task = ksd_runtime::fault::inject("admin-server", admin_task);
-    let mut queue_task = queue_task.map(|task| ksd_runtime::fault::inject("event-queue", task));
-    let mut ack_task = ack_task.map(|task| ksd_runtime::fault::inject("acks", task));
-    let outcome = tokio::select! {
-        joined = &mut sync_task => supervised("sync-loop", joined, &shutdown),
-        joined = &mut admin_task => {
-            let outcome = supervised("admin-server", joined, &shutdown);
-            // The loop is stopped too: the process is going down.
-            shutdown.cancel();
-            let _ = (&mut sync_task).await;
-            outcome
-        }
-        joined = ksd_runtime::shutdown::join_optional(&mut queue_task) => {
-            queue_task = None;
-            let outcome = supervised("event-queue", joined, &shutdown);
-            shutdown.cancel();
-            let _ = (&mut sync_task).await;
-            outcome
-        }
-        joined = ksd_runtime::shutdown::join_optional(&mut ack_task) => {
-            ack_task = None;
-            let outcome = supervised("acks", joined, &shutdown);
-            shutdown.cancel();
-            let _ = (&mut sync_task).await;
-            outcome
-        }
+    let tasks = Tasks {
+        sync: sync_task,
+        admin: ksd_runtime::fault::inject("admin-server", admin_task),
+        queue: queue_task.map(|task| ksd_runtime::fault::inject("event-queue", task)),
+        acks: ack_task.map(|task| ksd_runtime::fault::inject("acks", task)),
     };
-    // Whatever ended first, the event queue and the acknowledgements stop with the loop.
-    shutdown.cancel();
-    if let Some(task) = queue_task
-        && let Err(error) = task.await
-    {
-        warn!(%error, "event queue task ended abnormally");
-    }
-    if let Some(task) = ack_task {
-        let _ = task.await;
-    }
-
-    health.set_shutting_down();
-    admin_stop.cancel();
-    if !admin_task.is_finished()
-        && let Err(error) = admin_task.await
-    {
-        warn!(%error, "admin server task ended abnormally");
-    }
+    let outcome = tasks.supervise(&shutdown, &health, &admin_stop).await;
     outcome?;
     info!("ksd-syncer stopped");
     Ok(())
+}
+
+type Task = tokio::task::JoinHandle<()>;
+
+/// The agent's tasks, supervised together.
+struct Tasks {
+    sync: Task,
+    admin: Task,
+    queue: Option<Task>,
+    acks: Option<Task>,
+}
+
+impl Tasks {
+    /// Waits for the first task to end (or a shutdown), stops the others in order (the loop,
+    /// then the event queue and the acknowledgements, the admin server last so probes keep
+    /// answering meanwhile), and says whether the end was expected.
+    async fn supervise(
+        self,
+        shutdown: &CancellationToken,
+        health: &Health,
+        admin_stop: &CancellationToken,
+    ) -> Result<()> {
+        let Tasks {
+            sync: mut sync_task,
+            admin: mut admin_task,
+            queue: mut queue_task,
+            acks: mut ack_task,
+        } = self;
+        let outcome = tokio::select! {
+            joined = &mut sync_task => supervised("sync-loop", joined, shutdown),
+            joined = &mut admin_task => {
+                let outcome = supervised("admin-server", joined, shutdown);
+                // The loop is stopped too: the process is going down.
+                shutdown.cancel();
+                let _ = (&mut sync_task).await;
+                outcome
+            }
+            joined = ksd_runtime::shutdown::join_optional(&mut queue_task) => {
+                queue_task = None;
+                let outcome = supervised("event-queue", joined, shutdown);
+                shutdown.cancel();
+                let _ = (&mut sync_task).await;
+                outcome
+            }
+            joined = ksd_runtime::shutdown::join_optional(&mut ack_task) => {
+                ack_task = None;
+                let outcome = supervised("acks", joined, shutdown);
+                shutdown.cancel();
+                let _ = (&mut sync_task).await;
+                outcome
+            }
+        };
+        // Whatever ended first, the event queue and the acknowledgements stop with the loop.
+        shutdown.cancel();
+        if let Some(task) = queue_task
+            && let Err(error) = task.await
+        {
+            warn!(%error, "event queue task ended abnormally");
+        }
+        if let Some(task) = ack_task {
+            let _ = task.await;
+        }
+
+        health.set_shutting_down();
+        admin_stop.cancel();
+        if !admin_task.is_finished()
+            && let Err(error) = admin_task.await
+        {
+            warn!(%error, "admin server task ended abnormally");
+        }
+        outcome
+    }
 }
 
 /// What a supervised task's end means: fine during a shutdown, fatal otherwise.
