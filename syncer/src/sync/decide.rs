@@ -119,10 +119,12 @@ impl Syncer {
         documents: &[(ClusterName, Arc<Document>)],
     ) -> std::result::Result<Composed, DocumentError> {
         let composed = self.composer.update(documents, &self.guard)?;
-        let due = self
-            .full_check_at
-            .is_none_or(|at| at.elapsed() >= FULL_CHECK_INTERVAL);
-        if !due {
+        // The first composition is one from scratch: the clock starts there.
+        let Some(checked_at) = self.full_check_at else {
+            self.full_check_at = Some(Instant::now());
+            return Ok(composed);
+        };
+        if checked_at.elapsed() < FULL_CHECK_INTERVAL {
             return Ok(composed);
         }
         self.full_check_at = Some(Instant::now());
