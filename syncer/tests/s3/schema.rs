@@ -73,18 +73,22 @@ udp:
         assert!(instance["http"]["services"]["web.a"].is_object());
     }
 
-    // `servers: []` is valid for Traefik (503) and for the syncer, and fails only the
-    // schema's minItems.
+    servers_empty_fails_only_min_items(&s3, &schema_dir).await;
+}
+
+/// `servers: []` is valid for Traefik (503) and for the syncer, and fails only the schema's
+/// minItems.
+async fn servers_empty_fails_only_min_items(s3: &S3Fixture, schema_dir: &std::path::Path) {
     let prefix = "schema-empty/";
     put(
-        &s3,
+        s3,
         prefix,
         "a.traefik.yaml",
         "http:\n  services:\n    web:\n      loadBalancer:\n        servers: []\n",
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let (code, _, stderr) = SyncerConfig::s3(&s3, prefix, dir.path())
+    let (code, _, stderr) = SyncerConfig::s3(s3, prefix, dir.path())
         .arg("--once")
         .run()
         .await;
