@@ -3,8 +3,10 @@
 //! Watch events are reduced to the few facts backends depend on ([`ServiceFacts`],
 //! [`SliceFacts`]), so unrelated changes (status, managed fields, labels) do not count as changes
 //! and the index stays small at 10,000 Services and 100,000 endpoints. Each change marks only
-//! the Service it belongs to as dirty; [`Index::refresh`] recomputes those Services alone, and
-//! [`Index::backends`] names and assembles everything for a publish.
+//! the Service it belongs to as dirty; [`Index::refresh`] recomputes those Services alone.
+//! [`Published`] then names, checks and renders only those Services (and the few whose names a
+//! collision moves), keeping one rendered block per Service; [`Index::backends`] names
+//! everything from scratch, the reference [`Published`] is tested against.
 //!
 //! Nothing here talks to a server: the watch shell feeds it events and logs the [`Warning`]s it
 //! returns.
@@ -32,12 +34,14 @@ use ksd_shared::names::{NameCollision, NameTemplate, assign_names};
 
 mod compute;
 mod facts;
+mod published;
 
 use self::compute::{Computed, compute};
 pub use self::compute::{PortBackend, Warning, scheme_from_app_protocol, scheme_from_port_name};
 pub use self::facts::{
     SERVICE_NAME_LABEL, ServiceFacts, ServiceKey, SliceFacts, SliceKey, service_facts, slice_facts,
 };
+pub use self::published::Published;
 
 /// Services and their slices, with each exported Service's backends computed on demand.
 #[derive(Debug, Default)]
@@ -48,6 +52,9 @@ pub struct Index {
     slices_of: HashMap<ServiceKey, BTreeSet<String>>,
     computed: BTreeMap<ServiceKey, Computed>,
     dirty: HashSet<ServiceKey>,
+    /// Services recomputed (or removed) by [`Index::refresh`] since the last
+    /// [`Index::take_recomputed`].
+    recomputed: HashSet<ServiceKey>,
 }
 
 impl Index {
@@ -177,6 +184,7 @@ impl Index {
     pub fn refresh(&mut self) -> Vec<Warning> {
         let mut fresh = Vec::new();
         for key in std::mem::take(&mut self.dirty) {
+            self.recomputed.insert(key.clone());
             let Some(service) = self.services.get(&key) else {
                 self.computed.remove(&key);
                 continue;
@@ -205,6 +213,19 @@ impl Index {
         }
         fresh.sort();
         fresh
+    }
+
+    /// The Services [`Index::refresh`] recomputed or removed since the last call, in order:
+    /// what a [`Published`] state must bring up to date.
+    pub fn take_recomputed(&mut self) -> Vec<ServiceKey> {
+        let mut keys: Vec<ServiceKey> = std::mem::take(&mut self.recomputed).into_iter().collect();
+        keys.sort();
+        keys
+    }
+
+    /// The published ports of `key` as last refreshed (none for a Service not in the index).
+    pub fn ports(&self, key: &ServiceKey) -> &[PortBackend] {
+        self.computed.get(key).map_or(&[], |c| c.ports.as_slice())
     }
 
     /// Every backend, named with `template` (collision-free) and sorted by name, with the name

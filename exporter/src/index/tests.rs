@@ -529,3 +529,4 @@ fn fqdn_slices_and_bad_addresses_are_skipped_with_warnings() {
 }
 
 mod changes;
+mod published;
