@@ -3,12 +3,19 @@
 //! It mirrors the S3 semantics the agents rely on: ETags that change with the content,
 //! conditional writes, user metadata, and readers that never see a half-written object
 //! (temp file + fsync + rename + fsync of the directory).
+//!
+//! A conditional write compares the condition with the current object's ETag, its content
+//! hash. The store remembers the ETag of every object it wrote together with the file's
+//! identity (device, inode, size, modification and change times); while the file still has that
+//! identity, the next conditional write takes the ETag from memory instead of reading and
+//! hashing the object again. Any other write (another process's rename, an edit in place)
+//! changes the identity, and the object is read and hashed as before.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::bounded::{self, BoundedRead};
 use super::{
@@ -35,6 +42,44 @@ const LIST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
 pub struct LocalStorage {
     dir: Arc<PathBuf>,
     read_limit: u64,
+    /// The ETags of the objects this store wrote, shared by its clones.
+    written: Arc<Mutex<Written>>,
+}
+
+/// The ETag of each object this store wrote, with the identity of the file it belongs to.
+type Written = std::collections::HashMap<String, (Stamp, String)>;
+
+/// What identifies one version of a file without reading it. A rename puts a new inode in
+/// place; writing in place changes the size or the modification and change times (the change
+/// time cannot be set from user space).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// The stamp of the regular file at `path`; `None` when there is none.
+    fn read(path: &Path) -> Option<Stamp> {
+        fs::metadata(path)
+            .ok()
+            .filter(fs::Metadata::is_file)
+            .map(|meta| Stamp::of(&meta))
+    }
 }
 
 impl LocalStorage {
@@ -60,6 +105,7 @@ impl LocalStorage {
         Ok(LocalStorage {
             dir: Arc::new(dir),
             read_limit: DEFAULT_READ_LIMIT,
+            written: Arc::default(),
         })
     }
 
@@ -148,15 +194,24 @@ impl LocalStorage {
         let owned_key = key.to_owned();
         let metadata = metadata.clone();
         let limit = self.read_limit;
-        blocking(move || write_object(&dir, &owned_key, &bytes, &metadata, &condition, limit))
-            .await
-            .map_err(|err| StorageError::Put {
-                location: self.location(),
-                key: key.to_owned(),
-                detail: err.to_string(),
-                class: io_class(&err),
-                source: Box::new(err),
-            })
+        let written = Arc::clone(&self.written);
+        blocking(move || {
+            let put = Put {
+                key: &owned_key,
+                bytes: &bytes,
+                metadata: &metadata,
+                condition: &condition,
+            };
+            write_object(&dir, &put, limit, &written)
+        })
+        .await
+        .map_err(|err| StorageError::Put {
+            location: self.location(),
+            key: key.to_owned(),
+            detail: err.to_string(),
+            class: io_class(&err),
+            source: Box::new(err),
+        })
     }
 
     pub(super) async fn delete(&self, key: &str) -> Result<(), StorageError> {
@@ -327,57 +382,93 @@ fn read_sidecar(path: &Path) -> BTreeMap<String, String> {
     }
 }
 
+/// One conditional write.
+struct Put<'a> {
+    key: &'a str,
+    bytes: &'a [u8],
+    metadata: &'a BTreeMap<String, String>,
+    condition: &'a PutCondition,
+}
+
 fn write_object(
     dir: &Path,
-    key: &str,
-    bytes: &[u8],
-    metadata: &BTreeMap<String, String>,
-    condition: &PutCondition,
+    put: &Put<'_>,
     read_limit: u64,
+    written: &Mutex<Written>,
 ) -> io::Result<PutOutcome> {
-    let path = dir.join(key);
+    let path = dir.join(put.key);
     // Held until the object is in place, so check-then-write is atomic for every writer that
     // goes through this code, in any process.
     let _lock = lock_dir(dir)?;
-    // Bounded and non-blocking like every read: the ETag a listing would give.
-    let current = match bounded::open_nonblocking(&path) {
-        Ok(file) => {
-            let meta = file.metadata()?;
-            match bounded::read_open_file(file, read_limit)? {
-                BoundedRead::Read { bytes, .. } => Some(etag_of(&bytes)),
-                BoundedRead::TooLarge { size, .. } => Some(metadata_etag(&meta, size)),
-                // Something that is not an object (a FIFO): replaced by the rename.
-                BoundedRead::NotRegular => Some(String::new()),
-                BoundedRead::Missing => None,
-            }
-        }
-        Err(err) if err.kind() == io::ErrorKind::NotFound => None,
-        Err(err) if err.raw_os_error() == Some(libc::ENXIO) => Some(String::new()),
-        Err(err) => return Err(err),
-    };
-    let holds = match condition {
+    let holds = match put.condition {
         PutCondition::None => true,
-        PutCondition::IfAbsent => current.is_none(),
-        PutCondition::IfMatch(expected) => current
-            .as_deref()
-            .is_some_and(|etag| same_etag(etag, expected)),
+        PutCondition::IfAbsent => current_etag(&path, read_limit)?.is_none(),
+        PutCondition::IfMatch(expected) => {
+            let remembered = remembered_etag(written, put.key, &path);
+            let current = match remembered {
+                Some(etag) => Some(etag),
+                None => current_etag(&path, read_limit)?,
+            };
+            current
+                .as_deref()
+                .is_some_and(|etag| same_etag(etag, expected))
+        }
     };
     if !holds {
         return Ok(PutOutcome::PreconditionFailed);
     }
     // Metadata first: when the object's new content becomes visible, its metadata already is.
-    let sidecar = dir.join(sidecar_name(key));
-    if metadata.is_empty() {
+    let sidecar = dir.join(sidecar_name(put.key));
+    if put.metadata.is_empty() {
         remove_if_present(&sidecar)?;
     } else {
-        let json = serde_json::to_vec_pretty(metadata).map_err(io::Error::other)?;
+        let json = serde_json::to_vec_pretty(put.metadata).map_err(io::Error::other)?;
         replace_file(dir, &sidecar, &json)?;
     }
-    replace_file(dir, &path, bytes)?;
+    replace_file(dir, &path, put.bytes)?;
     sync_dir(dir)?;
-    Ok(PutOutcome::Written {
-        etag: Some(etag_of(bytes)),
-    })
+    let etag = etag_of(put.bytes);
+    remember_etag(written, put.key, Stamp::read(&path), &etag);
+    Ok(PutOutcome::Written { etag: Some(etag) })
+}
+
+/// The ETag this store wrote for `key`, if the file is still the one it wrote.
+fn remembered_etag(written: &Mutex<Written>, key: &str, path: &Path) -> Option<String> {
+    let written = written.lock().ok()?;
+    let (stamp, etag) = written.get(key)?;
+    (Stamp::read(path).as_ref() == Some(stamp)).then(|| etag.clone())
+}
+
+fn remember_etag(written: &Mutex<Written>, key: &str, stamp: Option<Stamp>, etag: &str) {
+    // A poisoned map only means another write panicked: forget everything and read instead.
+    let mut written = written.lock().unwrap_or_else(|poisoned| {
+        let mut map = poisoned.into_inner();
+        map.clear();
+        map
+    });
+    match stamp {
+        Some(stamp) => written.insert(key.to_owned(), (stamp, etag.to_owned())),
+        None => written.remove(key),
+    };
+}
+
+/// The ETag a listing would give the object at `path` (read bounded and non-blocking), `""` for
+/// something that is not an object (a FIFO, replaced by the rename), `None` when there is none.
+fn current_etag(path: &Path, read_limit: u64) -> io::Result<Option<String>> {
+    match bounded::open_nonblocking(path) {
+        Ok(file) => {
+            let meta = file.metadata()?;
+            Ok(match bounded::read_open_file(file, read_limit)? {
+                BoundedRead::Read { bytes, .. } => Some(etag_of(&bytes)),
+                BoundedRead::TooLarge { size, .. } => Some(metadata_etag(&meta, size)),
+                BoundedRead::NotRegular => Some(String::new()),
+                BoundedRead::Missing => None,
+            })
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) if err.raw_os_error() == Some(libc::ENXIO) => Ok(Some(String::new())),
+        Err(err) => Err(err),
+    }
 }
 
 /// Replaces `target` with `bytes` so that a reader sees the old or the new content, never a

@@ -368,3 +368,53 @@ async fn concurrent_if_absent_writers_have_one_winner() {
     }
     assert_eq!(written, 1);
 }
+
+#[tokio::test]
+async fn a_remembered_etag_never_hides_another_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = storage(tmp.path()).await;
+    let PutOutcome::Written { etag: Some(first) } = put(&s, "k", "one", PutCondition::None).await
+    else {
+        panic!("no etag")
+    };
+    // Another store on the same directory (another process) replaces the object.
+    let other = storage(tmp.path()).await;
+    assert!(matches!(
+        put(&other, "k", "two", PutCondition::IfMatch(first.clone())).await,
+        PutOutcome::Written { .. }
+    ));
+    assert_eq!(
+        put(&s, "k", "mine", PutCondition::IfMatch(first)).await,
+        PutOutcome::PreconditionFailed
+    );
+    // Our own writes chain on the ETags they return.
+    let current = s.list().await.unwrap()[0].etag.clone();
+    let PutOutcome::Written { etag: Some(next) } =
+        put(&s, "k", "three", PutCondition::IfMatch(current)).await
+    else {
+        panic!("not written")
+    };
+    let PutOutcome::Written { etag: Some(last) } =
+        put(&s, "k", "four", PutCondition::IfMatch(next.clone())).await
+    else {
+        panic!("not written")
+    };
+    // An edit in place behind the store's back is noticed.
+    fs::write(tmp.path().join("k"), "edited by hand").unwrap();
+    assert_eq!(
+        put(&s, "k", "five", PutCondition::IfMatch(last)).await,
+        PutOutcome::PreconditionFailed
+    );
+    assert_eq!(
+        put(&s, "k", "five", PutCondition::IfMatch(next)).await,
+        PutOutcome::PreconditionFailed
+    );
+    // So is a deletion.
+    let current = s.list().await.unwrap()[0].etag.clone();
+    fs::remove_file(tmp.path().join("k")).unwrap();
+    assert_eq!(
+        put(&s, "k", "six", PutCondition::IfMatch(current)).await,
+        PutOutcome::PreconditionFailed
+    );
+    assert_eq!(fs::read(tmp.path().join("k")).ok(), None);
+}
