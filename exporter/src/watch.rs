@@ -302,15 +302,7 @@ pub async fn run<S>(
                 let resource = sources.resource(id).map_or("unknown", Resource::as_str);
                 let scope = sources.scope(id).unwrap_or("*").to_owned();
                 match result {
-                    Err(err) => {
-                        metrics.watch_error(resource);
-                        warn!(
-                            resource,
-                            namespace = %scope,
-                            error = %error_chain(&err),
-                            "watch failed; retrying with backoff"
-                        );
-                    }
+                    Err(err) => watch_failed(&metrics, resource, &scope, &err),
                     Ok(update) => {
                         let handled = sources.handle(&mut index, id, update);
                         if handled.restarted {
@@ -341,6 +333,16 @@ pub async fn run<S>(
             }
         }
     }
+}
+
+fn watch_failed(metrics: &Metrics, resource: &'static str, scope: &str, err: &watcher::Error) {
+    metrics.watch_error(resource);
+    warn!(
+        resource,
+        namespace = %scope,
+        error = %error_chain(err),
+        "watch failed; retrying with backoff"
+    );
 }
 
 /// What was logged last, so each collision and refused target is logged once when it appears.

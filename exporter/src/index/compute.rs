@@ -79,94 +79,11 @@ pub(crate) fn compute(
     }
     check_port_references(service, &options, &mut warn);
 
-    let mut ports = Vec::new();
-    for port in &service.ports {
-        let id = port.id();
-        if options.exclude_ports.iter().any(|r| port.is_named(r)) {
-            continue;
-        }
-        let marked_tcp = options.tcp_ports.iter().any(|r| port.is_named(r));
-        let port_scheme = options
-            .port_schemes
-            .iter()
-            .find(|(r, _)| port.is_named(r))
-            .map(|(_, s)| *s);
-        let protocol = match port.protocol.as_str() {
-            "UDP" => {
-                if marked_tcp {
-                    warn(
-                        Some(format!("{PREFIX}tcp-ports")),
-                        format!("port {id} is a UDP port; it stays UDP"),
-                    );
-                }
-                Protocol::Udp
-            }
-            "TCP" => {
-                if marked_tcp || port.app_protocol.as_deref() == Some("tcp") {
-                    Protocol::Tcp
-                } else {
-                    Protocol::Http
-                }
-            }
-            "SCTP" => {
-                warn(
-                    None,
-                    format!("port {id} is SCTP, which Traefik cannot balance; skipped"),
-                );
-                continue;
-            }
-            other => {
-                warn(
-                    None,
-                    format!("port {id} has unknown protocol {other:?}; skipped"),
-                );
-                continue;
-            }
-        };
-        if protocol != Protocol::Http && port_scheme.is_some() {
-            warn(
-                Some(format!("{PREFIX}scheme.{id}")),
-                format!("port {id} is not an HTTP port"),
-            );
-        }
-        let scheme = if protocol == Protocol::Http {
-            port_scheme
-                .or(options.scheme)
-                .or_else(|| {
-                    let app = port.app_protocol.as_deref()?;
-                    let scheme = scheme_from_app_protocol(app);
-                    if scheme.is_none() {
-                        warn(
-                            None,
-                            format!(
-                                "port {id} has appProtocol {app:?}, which is not an HTTP \
-                                 scheme the exporter knows; using the port name"
-                            ),
-                        );
-                    }
-                    scheme
-                })
-                .or_else(|| port.name.as_deref().and_then(scheme_from_port_name))
-                .unwrap_or(Scheme::Http)
-        } else {
-            Scheme::Http
-        };
-        ports.push(PortBackend {
-            origin: Origin {
-                namespace: key.namespace.clone(),
-                service: key.name.clone(),
-                port: id,
-            },
-            protocol,
-            scheme,
-            options: if protocol == Protocol::Http {
-                options.http.clone()
-            } else {
-                HttpOptions::default()
-            },
-            targets: targets(port, slices),
-        });
-    }
+    let ports: Vec<PortBackend> = service
+        .ports
+        .iter()
+        .filter_map(|port| port_backend(key, port, &options, slices, &mut warn))
+        .collect();
 
     if !options.http.is_empty() && !ports.iter().any(|p| p.protocol == Protocol::Http) {
         warn(
@@ -176,6 +93,115 @@ pub(crate) fn compute(
         );
     }
 
+    slice_warnings(key, slices, &mut warnings);
+    warnings.sort();
+    warnings.dedup();
+    Computed { ports, warnings }
+}
+
+/// The backend of one Service port; `None` for a port that is excluded or cannot be balanced.
+fn port_backend(
+    key: &ServiceKey,
+    port: &PortFacts,
+    options: &ServiceOptions,
+    slices: &[(&str, &SliceFacts)],
+    warn: &mut impl FnMut(Option<String>, String),
+) -> Option<PortBackend> {
+    let id = port.id();
+    if options.exclude_ports.iter().any(|r| port.is_named(r)) {
+        return None;
+    }
+    let marked_tcp = options.tcp_ports.iter().any(|r| port.is_named(r));
+    let port_scheme = options
+        .port_schemes
+        .iter()
+        .find(|(r, _)| port.is_named(r))
+        .map(|(_, s)| *s);
+    let protocol = match port.protocol.as_str() {
+        "UDP" => {
+            if marked_tcp {
+                warn(
+                    Some(format!("{PREFIX}tcp-ports")),
+                    format!("port {id} is a UDP port; it stays UDP"),
+                );
+            }
+            Protocol::Udp
+        }
+        "TCP" if marked_tcp || port.app_protocol.as_deref() == Some("tcp") => Protocol::Tcp,
+        "TCP" => Protocol::Http,
+        "SCTP" => {
+            warn(
+                None,
+                format!("port {id} is SCTP, which Traefik cannot balance; skipped"),
+            );
+            return None;
+        }
+        other => {
+            warn(
+                None,
+                format!("port {id} has unknown protocol {other:?}; skipped"),
+            );
+            return None;
+        }
+    };
+    if protocol != Protocol::Http && port_scheme.is_some() {
+        warn(
+            Some(format!("{PREFIX}scheme.{id}")),
+            format!("port {id} is not an HTTP port"),
+        );
+    }
+    let http = protocol == Protocol::Http;
+    let scheme = if http {
+        port_scheme
+            .or(options.scheme)
+            .or_else(|| inferred_scheme(port, &id, warn))
+            .unwrap_or(Scheme::Http)
+    } else {
+        Scheme::Http
+    };
+    Some(PortBackend {
+        origin: Origin {
+            namespace: key.namespace.clone(),
+            service: key.name.clone(),
+            port: id,
+        },
+        protocol,
+        scheme,
+        options: if http {
+            options.http.clone()
+        } else {
+            HttpOptions::default()
+        },
+        targets: targets(port, slices),
+    })
+}
+
+/// The scheme a port's `appProtocol`, else its name, implies (warning about an `appProtocol`
+/// that says nothing about HTTP).
+fn inferred_scheme(
+    port: &PortFacts,
+    id: &str,
+    warn: &mut impl FnMut(Option<String>, String),
+) -> Option<Scheme> {
+    let from_app = port.app_protocol.as_deref().and_then(|app| {
+        let scheme = scheme_from_app_protocol(app);
+        if scheme.is_none() {
+            warn(
+                None,
+                format!(
+                    "port {id} has appProtocol {app:?}, which is not an HTTP scheme the \
+                     exporter knows; using the port name"
+                ),
+            );
+        }
+        scheme
+    });
+    from_app.or_else(|| port.name.as_deref().and_then(scheme_from_port_name))
+}
+
+/// Warnings about the slices of a Service: unsupported address types, addresses that are not
+/// IP addresses.
+fn slice_warnings(key: &ServiceKey, slices: &[(&str, &SliceFacts)], warnings: &mut Vec<Warning>) {
     for (name, slice) in slices {
         let slice_warning = |reason: String| Warning {
             kind: "EndpointSlice",
@@ -198,10 +224,6 @@ pub(crate) fn compute(
             )));
         }
     }
-
-    warnings.sort();
-    warnings.dedup();
-    Computed { ports, warnings }
 }
 
 /// Warns about annotations that name ports the Service does not have (typos, renamed ports).
