@@ -14,13 +14,15 @@
 //!   metadata ([`files::poll_until_contains`]) or through file events ([`files::DirWatch`]);
 //! - [`binaries`]: where the agents' release binaries are;
 //! - [`agents`]: waiting on a running agent's output while checking it is still alive;
-//! - [`s3`]: uploading a cluster document as an exporter would.
+//! - [`s3`]: uploading a cluster document as an exporter would;
+//! - [`floor`]: the I/O an exporter change cannot avoid (object write, slice read).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))] // a failed unwrap is a failed test
 
 pub mod agents;
 pub mod binaries;
 pub mod files;
+pub mod floor;
 pub mod procfs;
 pub mod s3;
 pub mod stats;

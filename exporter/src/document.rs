@@ -51,6 +51,10 @@ pub enum DocumentBuildError {
     },
 }
 
+/// The Traefik version documents are rendered for. The exporter only emits fields Traefik
+/// v2.11 and v3 both accept; rendering for v2 keeps it that way whatever the syncer targets.
+pub const TRAEFIK_VERSION: TraefikVersion = TraefikVersion::V2;
+
 /// The comment lines at the top of every published document. No timestamp: identical cluster
 /// state must give identical bytes (the time travels as object metadata).
 pub fn header(cluster: &ClusterName) -> String {
@@ -109,37 +113,11 @@ pub fn build(
                 };
                 let doc = traefik::document_from_backends(backends).map_err(invalid)?;
                 traefik::validate(&doc).map_err(invalid)?;
-                // The exporter only emits fields Traefik v2.11 and v3 both accept; rendering for
-                // v2 keeps it that way whatever the syncer targets.
-                traefik::render(&doc, TraefikVersion::V2, &header(cluster)).bytes
+                traefik::render(&doc, TRAEFIK_VERSION, &header(cluster)).bytes
             }
-            ObjectFormat::Backends => {
-                let document = BackendsDocument {
-                    cluster: cluster.to_string(),
-                    backends: backends.to_vec(),
-                };
-                let body = serde_yaml::to_string(&document).map_err(|source| {
-                    DocumentBuildError::Backends {
-                        cluster: cluster.to_string(),
-                        source,
-                    }
-                })?;
-                let mut text = String::new();
-                for line in header(cluster).lines() {
-                    text.push_str("# ");
-                    text.push_str(line);
-                    text.push('\n');
-                }
-                text.push_str(&body);
-                text.into_bytes()
-            }
+            ObjectFormat::Backends => backends_bytes(cluster, backends.to_vec())?,
         };
-        outputs.push(Output {
-            format: *format,
-            key: object_key(cluster, *format),
-            hash: ksd_shared::content_hash(&bytes),
-            bytes,
-        });
+        outputs.push(output(cluster, *format, bytes));
     }
     Ok(Snapshot {
         outputs,
@@ -147,6 +125,39 @@ pub fn build(
         servers: backends.iter().map(|b| b.targets.len()).sum(),
         first_change: None,
     })
+}
+
+/// The [`Output`] of `bytes` in `format`: its key and content hash.
+pub fn output(cluster: &ClusterName, format: ObjectFormat, bytes: Vec<u8>) -> Output {
+    Output {
+        format,
+        key: object_key(cluster, format),
+        hash: ksd_shared::content_hash(&bytes),
+        bytes,
+    }
+}
+
+/// The `backends` format: the header as comments, then the backends (sorted by name) as YAML.
+pub fn backends_bytes(
+    cluster: &ClusterName,
+    backends: Vec<Backend>,
+) -> Result<Vec<u8>, DocumentBuildError> {
+    let document = BackendsDocument {
+        cluster: cluster.to_string(),
+        backends,
+    };
+    let body = serde_yaml::to_string(&document).map_err(|source| DocumentBuildError::Backends {
+        cluster: cluster.to_string(),
+        source,
+    })?;
+    let mut text = String::new();
+    for line in header(cluster).lines() {
+        text.push_str("# ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    text.push_str(&body);
+    Ok(text.into_bytes())
 }
 
 #[cfg(test)]

@@ -27,8 +27,8 @@ use tracing::{debug, error, info, warn};
 use crate::debounce::Debounce;
 use crate::document::{self, Snapshot};
 use crate::index::{
-    Index, SERVICE_NAME_LABEL, ServiceFacts, ServiceKey, SliceFacts, SliceKey, service_facts,
-    slice_facts,
+    Index, Published, SERVICE_NAME_LABEL, ServiceFacts, ServiceKey, SliceFacts, SliceKey,
+    service_facts, slice_facts,
 };
 use crate::metrics::Metrics;
 use ksd_runtime::error_chain;
@@ -269,9 +269,13 @@ pub async fn run<S>(
 {
     let mut sources = Sources::new(&config.namespaces);
     let mut index = Index::new();
+    let mut published = Published::new(
+        config.cluster.clone(),
+        config.template.clone(),
+        &config.formats,
+    );
+    let mut logged = Logged::default();
     let mut debounce = config.debounce.clone();
-    let mut collisions: BTreeSet<NameCollision> = BTreeSet::new();
-    let mut refused = BTreeSet::new();
     let mut initial_sync_done = false;
     loop {
         let deadline = if initial_sync_done {
@@ -287,7 +291,7 @@ pub async fn run<S>(
             () = sleep_until_opt(deadline) => {
                 let first_change = debounce.first_change();
                 debounce.clear();
-                publish(&mut index, &config, &metrics, &snapshots, &mut collisions, &mut refused, first_change);
+                publish(&mut index, &mut published, &metrics, &snapshots, &mut logged, first_change);
             }
             item = events.next() => {
                 let Some((id, result)) = item else {
@@ -298,15 +302,7 @@ pub async fn run<S>(
                 let resource = sources.resource(id).map_or("unknown", Resource::as_str);
                 let scope = sources.scope(id).unwrap_or("*").to_owned();
                 match result {
-                    Err(err) => {
-                        metrics.watch_error(resource);
-                        warn!(
-                            resource,
-                            namespace = %scope,
-                            error = %error_chain(&err),
-                            "watch failed; retrying with backoff"
-                        );
-                    }
+                    Err(err) => watch_failed(&metrics, resource, &scope, &err),
                     Ok(update) => {
                         let handled = sources.handle(&mut index, id, update);
                         if handled.restarted {
@@ -330,7 +326,7 @@ pub async fn run<S>(
                                 "initial sync complete"
                             );
                             debounce.clear();
-                            publish(&mut index, &config, &metrics, &snapshots, &mut collisions, &mut refused, None);
+                            publish(&mut index, &mut published, &metrics, &snapshots, &mut logged, None);
                         }
                     }
                 }
@@ -339,15 +335,31 @@ pub async fn run<S>(
     }
 }
 
+fn watch_failed(metrics: &Metrics, resource: &'static str, scope: &str, err: &watcher::Error) {
+    metrics.watch_error(resource);
+    warn!(
+        resource,
+        namespace = %scope,
+        error = %error_chain(err),
+        "watch failed; retrying with backoff"
+    );
+}
+
+/// What was logged last, so each collision and refused target is logged once when it appears.
+#[derive(Debug, Default)]
+struct Logged {
+    collisions: BTreeSet<NameCollision>,
+    refused: BTreeSet<document::RefusedTarget>,
+}
+
 /// Recomputes what changed, logs new warnings and collisions, renders, and hands the snapshot
 /// to the writer.
 fn publish(
     index: &mut Index,
-    config: &WatchConfig,
+    published: &mut Published,
     metrics: &Metrics,
     snapshots: &watch::Sender<Option<Arc<Snapshot>>>,
-    logged_collisions: &mut BTreeSet<NameCollision>,
-    logged_refused: &mut BTreeSet<document::RefusedTarget>,
+    logged: &mut Logged,
     first_change: Option<Instant>,
 ) {
     let warnings = index.refresh();
@@ -360,23 +372,24 @@ fn publish(
             "{warning}"
         );
     }
-    let (backends, collisions) = index.backends(&config.template);
-    let collisions: BTreeSet<NameCollision> = collisions.into_iter().collect();
-    for collision in collisions.difference(logged_collisions) {
+    // Only the Services that changed, and those whose names a collision moved.
+    published.update(index);
+    let collisions: BTreeSet<NameCollision> = published.collisions().into_iter().collect();
+    for collision in collisions.difference(&logged.collisions) {
         warn!(name = %collision.name, "service name collision: {collision}");
     }
     metrics.computed(
-        backends.len(),
-        backends.iter().map(|b| b.targets.len()).sum(),
+        published.backend_count(),
+        published.computed_server_count(),
         collisions.len(),
     );
-    *logged_collisions = collisions;
-    // The default address policy, before anything is published: an EndpointSlice can name any
-    // address, and loopback or link-local ones must never reach Traefik.
-    let (backends, refused) = document::apply_address_policy(backends);
-    for target in refused.difference(logged_refused) {
+    logged.collisions = collisions;
+    // The default address policy, applied per Service: an EndpointSlice can name any address,
+    // and loopback or link-local ones must never reach Traefik.
+    let refused = published.refused();
+    for target in refused.difference(&logged.refused) {
         warn!(
-            cluster = %config.cluster,
+            cluster = %published.cluster(),
             service = %target.backend,
             address = %target.address,
             reason = target.reason.as_str(),
@@ -384,8 +397,10 @@ fn publish(
         );
     }
     metrics.refused_targets(refused.len());
-    *logged_refused = refused;
-    match document::build(&config.cluster, &config.formats, &backends) {
+    if *refused != logged.refused {
+        logged.refused = refused.clone();
+    }
+    match published.snapshot() {
         Ok(mut snapshot) => {
             snapshot.first_change = first_change;
             snapshots.send_replace(Some(Arc::new(snapshot)));

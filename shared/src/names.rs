@@ -4,7 +4,8 @@
 //! (`<cluster>.traefik.yaml`, `<cluster>.backends.yaml`). Service names come from a
 //! [`NameTemplate`] (`{namespace}-{service}-{port}` by default) and [`assign_names`] turns a
 //! cluster's origins into names that are unique, valid and independent of listing order.
-//! [`pool_name`] names one cluster's own pool in the merged file.
+//! [`NameBook`] keeps those names up to date as origins come and go, renaming only the origins
+//! whose collision group changed. [`pool_name`] names one cluster's own pool in the merged file.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
@@ -13,6 +14,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::backend::Origin;
+
+mod book;
+
+pub use self::book::NameBook;
 
 /// Longest service name a cluster document may carry. Long enough for any
 /// `{namespace}-{service}-{port}` of Kubernetes names (63 + 63 + 15 and separators), short

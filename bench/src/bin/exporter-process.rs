@@ -6,7 +6,11 @@
 //! 3. a stretch of small changes (one EndpointSlice every `--churn-every`), then memory again;
 //! 4. latency from one EndpointSlice change to the object holding it: the slice is written to
 //!    the server, and the object file is stat'ed every millisecond until a new version holding
-//!    the changed address appears. Reported as measured and minus `DEBOUNCE`.
+//!    the changed address appears. Reported as measured and minus `DEBOUNCE`;
+//! 5. the floor of such a change, in the same run with the exporter stopped: the changed
+//!    slice's watch event arriving from the API server double (a watch of the bench's own),
+//!    and a durable write of a file of the object's size; and the ratio of (latency minus
+//!    `DEBOUNCE`) to it.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +18,7 @@ use anyhow::Context;
 use clap::Parser;
 use ksd_bench::agents::{stop, wait_for_content};
 use ksd_bench::binaries::Agent as AgentBinary;
+use ksd_bench::floor;
 use ksd_bench::procfs::{Memory, mib};
 use ksd_bench::stats::{Summary, ms, timed};
 use ksd_bench::workload::{ExporterShape, TARGET_PORT, marker_ip, server_marker};
@@ -75,6 +80,47 @@ fn change(
             .context("writing an EndpointSlice")?;
     }
     Ok(server_marker(marker_ip(generation), TARGET_PORT))
+}
+
+/// Times from writing Service `index`'s changed slices to their watch event arriving on a
+/// watch the bench opened just before, from the current resourceVersion.
+async fn watch_event_time(
+    server: &TestApiServer,
+    shape: &ExporterShape,
+    index: usize,
+    generation: u32,
+) -> anyhow::Result<Duration> {
+    let slices = shape.changed_slices(index, generation);
+    let first = slices.first().context("a Service without slices")?;
+    let namespace = first.metadata.namespace.clone().unwrap_or_default();
+    let name = first.metadata.name.clone().unwrap_or_default();
+    let path = format!(
+        "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices?watch=true&resourceVersion={}",
+        server.resource_version()
+    );
+    let (_, mut events) = server
+        .client()
+        .watch(&path)
+        .await
+        .context("opening a watch")?;
+    let start = Instant::now();
+    for slice in &slices {
+        server
+            .apply_typed(slice)
+            .context("writing an EndpointSlice")?;
+    }
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .context("no watch event within 10 s")?
+            .map_err(|end| anyhow::anyhow!("the watch ended: {end:?}"))?;
+        let named = event
+            .pointer("/object/metadata/name")
+            .and_then(|v| v.as_str());
+        if named == Some(name.as_str()) {
+            return Ok(start.elapsed());
+        }
+    }
 }
 
 fn memory_line(label: &str, memory: Memory) {
@@ -223,6 +269,39 @@ async fn main() -> anyhow::Result<()> {
 
     if !stop(&mut agent, Duration::from_secs(15)).await {
         println!("note: the exporter did not stop within 15s of SIGTERM");
+    }
+
+    // The floor, with the exporter stopped: the change's watch event, and a durable write of
+    // the object's bytes.
+    let runs = args.iterations.max(1) as usize;
+    let mut events = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        generation += 1;
+        let index = (generation as usize * 7919) % shape.services;
+        events.push(watch_event_time(&server, &shape, index, generation).await?);
+    }
+    let bytes = std::fs::read(&object).context("reading the last object")?;
+    let writes = floor::object_writes(runs, &bytes)?;
+    let floor_times = floor::sums(&events, &writes);
+    let line = |label: &str, samples: &[Duration]| match Summary::of(samples) {
+        Some(summary) => println!("{label:<40} {summary}"),
+        None => println!("{label:<40} no samples"),
+    };
+    line("floor: watch event of the change:", &events);
+    line(
+        &format!("floor: durable write of {} bytes:", bytes.len()),
+        &writes,
+    );
+    line("floor: event + write:", &floor_times);
+    if let (Some(measured), Some(floor_summary)) =
+        (Summary::of(&samples), Summary::of(&floor_times))
+    {
+        let measured = measured.minus(args.debounce);
+        println!(
+            "ratio to the floor ((latency - DEBOUNCE) / floor): median {}, p99 {}",
+            floor::ratio(measured.median, floor_summary.median),
+            floor::ratio(measured.p99, floor_summary.p99)
+        );
     }
     Ok(())
 }

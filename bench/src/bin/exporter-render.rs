@@ -1,7 +1,10 @@
 //! The exporter's CPU work for a whole cluster, in-process, with its public pure functions:
 //! building the index from every Service and EndpointSlice, naming the backends, and turning
 //! them into the published bytes (`document_from_backends`, `validate`, `render`). Also the
-//! work one EndpointSlice change costs once the index is built.
+//! work one EndpointSlice change costs once the index is built: per Service
+//! (`index::Published`, what the exporter runs) and from scratch (every Service named and
+//! rendered again), each with the `file://` put of the new object, against the floor measured
+//! in the same run (decoding the changed slice, durably writing a file of the object's size).
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -9,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use ksd_bench::floor;
 use ksd_bench::procfs::{Memory, mib};
+use ksd_bench::stats::Summary;
 use ksd_bench::stats::{ms, print_line, repeat, timed};
 use ksd_bench::workload::ExporterShape;
-use ksd_exporter::index::{Index, service_facts, slice_facts};
+use ksd_exporter::index::{Index, Published, service_facts, slice_facts};
 use ksd_runtime::storage::{PutCondition, PutOutcome, S3Options, Storage, StorageUrl};
 use ksd_shared::names::{ClusterName, NameTemplate, ObjectFormat};
 use ksd_shared::traefik::{self, TraefikVersion};
@@ -186,13 +191,50 @@ fn main() -> anyhow::Result<()> {
         .first()
         .map(|o| o.bytes.clone())
         .unwrap_or_default();
+    // The exporter's steady state: If-Match on the ETag of its own last write.
     let put_times = time_puts(runs, [&rendered.bytes, &changed_bytes])?;
 
-    // One slice change on the built index: apply, refresh the one Service, name every
-    // backend again and build the document, i.e. the CPU between a watch event and an upload.
+    // The exporter's published state, built once from the whole index (its first publish).
     let mut index = index;
+    let mut published = Published::new(cluster.clone(), template.clone(), &[ObjectFormat::Traefik]);
+    let (_, first_publish) = timed(|| {
+        published.update(&mut index);
+        published.snapshot()
+    });
+
+    // One slice change on the built index, as the exporter runs it: apply, refresh the one
+    // Service, bring its published state up to date, assemble and hash the object.
     let mut generation = 0;
-    let change_times = repeat(runs, || {
+    let mut update_times = Vec::with_capacity(runs);
+    let mut snapshot_times = Vec::with_capacity(runs);
+    let mut change_times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        generation += 1;
+        let target = (generation as usize * 7919) % shape.services.max(1);
+        let slices = shape.changed_slices(target, generation);
+        let start = Instant::now();
+        for slice in &slices {
+            if let Some((key, facts)) = slice_facts(slice) {
+                index.apply_slice(key, facts);
+            }
+        }
+        black_box(index.refresh());
+        published.update(&mut index);
+        let updated = start.elapsed();
+        let snapshot = published
+            .snapshot()
+            .context("the published state is refused")?;
+        let took = start.elapsed();
+        update_times.push(updated);
+        snapshot_times.push(took - updated);
+        change_times.push(took);
+        black_box(snapshot);
+    }
+    let change_and_put = floor::sums(&change_times, &put_times);
+
+    // The same change from scratch: every backend named again, the whole document built,
+    // validated and rendered (what each publish ran before the per-Service state).
+    let scratch_times = repeat(runs, || {
         generation += 1;
         let target = (generation as usize * 7919) % shape.services.max(1);
         for slice in shape.changed_slices(target, generation) {
@@ -204,6 +246,11 @@ fn main() -> anyhow::Result<()> {
         let (backends, _) = index.backends(&template);
         ksd_exporter::document::build(&cluster, &[ObjectFormat::Traefik], &backends)
     });
+
+    // The floor, in the same run: decode the changed slice, durably write the object's bytes.
+    let slice_reads = floor::slice_reads(runs, &shape.changed_slices(0, generation + 1))?;
+    let object_writes = floor::object_writes(runs, &rendered.bytes)?;
+    let floor_times = floor::sums(&slice_reads, &object_writes);
 
     println!(
         "output: {} backends, {} servers, {} bytes ({})",
@@ -219,8 +266,28 @@ fn main() -> anyhow::Result<()> {
     line("validate", &validate_times);
     line("render (the full render)", &render_times);
     line("document::build (from backends: all of it)", &build_times);
-    line("one slice change -> bytes (incremental)", &change_times);
+    println!(
+        "first publish of the per-Service state (every Service): {}",
+        ms(first_publish)
+    );
+    line("one slice change -> bytes (from scratch)", &scratch_times);
+    line("one slice change -> bytes (per Service)", &change_times);
+    line("  of which index + Published::update", &update_times);
+    line("  of which snapshot (assemble + hash)", &snapshot_times);
     line("file:// put of the object (If-Match)", &put_times);
+    line("change -> bytes -> put (per Service)", &change_and_put);
+    line("floor: decode the changed slice", &slice_reads);
+    line("floor: durable write of the object's size", &object_writes);
+    line("floor: slice + write", &floor_times);
+    if let (Some(measured), Some(floor_summary)) =
+        (Summary::of(&change_and_put), Summary::of(&floor_times))
+    {
+        println!(
+            "ratio to the floor (change -> bytes -> put / floor): median {}, p99 {}",
+            floor::ratio(measured.median, floor_summary.median),
+            floor::ratio(measured.p99, floor_summary.p99)
+        );
+    }
     println!("bench process memory with the index built: {before}");
     Ok(())
 }

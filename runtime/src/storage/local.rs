@@ -3,12 +3,19 @@
 //! It mirrors the S3 semantics the agents rely on: ETags that change with the content,
 //! conditional writes, user metadata, and readers that never see a half-written object
 //! (temp file + fsync + rename + fsync of the directory).
+//!
+//! A conditional write compares the condition with the current object's ETag, its content
+//! hash. The store remembers the ETag of every object it wrote together with the file's
+//! identity (device, inode, size, modification and change times); while the file still has that
+//! identity, the next conditional write takes the ETag from memory instead of reading and
+//! hashing the object again. Any other write (another process's rename, an edit in place)
+//! changes the identity, and the object is read and hashed as before.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::bounded::{self, BoundedRead};
 use super::{
@@ -35,6 +42,44 @@ const LIST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
 pub struct LocalStorage {
     dir: Arc<PathBuf>,
     read_limit: u64,
+    /// The ETags of the objects this store wrote, shared by its clones.
+    written: Arc<Mutex<Written>>,
+}
+
+/// The ETag of each object this store wrote, with the identity of the file it belongs to.
+type Written = std::collections::HashMap<String, (Stamp, String)>;
+
+/// What identifies one version of a file without reading it. A rename puts a new inode in
+/// place; writing in place changes the size or the modification and change times (the change
+/// time cannot be set from user space).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// The stamp of the regular file at `path`; `None` when there is none.
+    fn read(path: &Path) -> Option<Stamp> {
+        fs::metadata(path)
+            .ok()
+            .filter(fs::Metadata::is_file)
+            .map(|meta| Stamp::of(&meta))
+    }
 }
 
 impl LocalStorage {
@@ -60,6 +105,7 @@ impl LocalStorage {
         Ok(LocalStorage {
             dir: Arc::new(dir),
             read_limit: DEFAULT_READ_LIMIT,
+            written: Arc::default(),
         })
     }
 
@@ -148,15 +194,24 @@ impl LocalStorage {
         let owned_key = key.to_owned();
         let metadata = metadata.clone();
         let limit = self.read_limit;
-        blocking(move || write_object(&dir, &owned_key, &bytes, &metadata, &condition, limit))
-            .await
-            .map_err(|err| StorageError::Put {
-                location: self.location(),
-                key: key.to_owned(),
-                detail: err.to_string(),
-                class: io_class(&err),
-                source: Box::new(err),
-            })
+        let written = Arc::clone(&self.written);
+        blocking(move || {
+            let put = Put {
+                key: &owned_key,
+                bytes: &bytes,
+                metadata: &metadata,
+                condition: &condition,
+            };
+            write_object(&dir, &put, limit, &written)
+        })
+        .await
+        .map_err(|err| StorageError::Put {
+            location: self.location(),
+            key: key.to_owned(),
+            detail: err.to_string(),
+            class: io_class(&err),
+            source: Box::new(err),
+        })
     }
 
     pub(super) async fn delete(&self, key: &str) -> Result<(), StorageError> {
@@ -327,57 +382,93 @@ fn read_sidecar(path: &Path) -> BTreeMap<String, String> {
     }
 }
 
+/// One conditional write.
+struct Put<'a> {
+    key: &'a str,
+    bytes: &'a [u8],
+    metadata: &'a BTreeMap<String, String>,
+    condition: &'a PutCondition,
+}
+
 fn write_object(
     dir: &Path,
-    key: &str,
-    bytes: &[u8],
-    metadata: &BTreeMap<String, String>,
-    condition: &PutCondition,
+    put: &Put<'_>,
     read_limit: u64,
+    written: &Mutex<Written>,
 ) -> io::Result<PutOutcome> {
-    let path = dir.join(key);
+    let path = dir.join(put.key);
     // Held until the object is in place, so check-then-write is atomic for every writer that
     // goes through this code, in any process.
     let _lock = lock_dir(dir)?;
-    // Bounded and non-blocking like every read: the ETag a listing would give.
-    let current = match bounded::open_nonblocking(&path) {
-        Ok(file) => {
-            let meta = file.metadata()?;
-            match bounded::read_open_file(file, read_limit)? {
-                BoundedRead::Read { bytes, .. } => Some(etag_of(&bytes)),
-                BoundedRead::TooLarge { size, .. } => Some(metadata_etag(&meta, size)),
-                // Something that is not an object (a FIFO): replaced by the rename.
-                BoundedRead::NotRegular => Some(String::new()),
-                BoundedRead::Missing => None,
-            }
-        }
-        Err(err) if err.kind() == io::ErrorKind::NotFound => None,
-        Err(err) if err.raw_os_error() == Some(libc::ENXIO) => Some(String::new()),
-        Err(err) => return Err(err),
-    };
-    let holds = match condition {
+    let holds = match put.condition {
         PutCondition::None => true,
-        PutCondition::IfAbsent => current.is_none(),
-        PutCondition::IfMatch(expected) => current
-            .as_deref()
-            .is_some_and(|etag| same_etag(etag, expected)),
+        PutCondition::IfAbsent => current_etag(&path, read_limit)?.is_none(),
+        PutCondition::IfMatch(expected) => {
+            let remembered = remembered_etag(written, put.key, &path);
+            let current = match remembered {
+                Some(etag) => Some(etag),
+                None => current_etag(&path, read_limit)?,
+            };
+            current
+                .as_deref()
+                .is_some_and(|etag| same_etag(etag, expected))
+        }
     };
     if !holds {
         return Ok(PutOutcome::PreconditionFailed);
     }
     // Metadata first: when the object's new content becomes visible, its metadata already is.
-    let sidecar = dir.join(sidecar_name(key));
-    if metadata.is_empty() {
+    let sidecar = dir.join(sidecar_name(put.key));
+    if put.metadata.is_empty() {
         remove_if_present(&sidecar)?;
     } else {
-        let json = serde_json::to_vec_pretty(metadata).map_err(io::Error::other)?;
+        let json = serde_json::to_vec_pretty(put.metadata).map_err(io::Error::other)?;
         replace_file(dir, &sidecar, &json)?;
     }
-    replace_file(dir, &path, bytes)?;
+    replace_file(dir, &path, put.bytes)?;
     sync_dir(dir)?;
-    Ok(PutOutcome::Written {
-        etag: Some(etag_of(bytes)),
-    })
+    let etag = etag_of(put.bytes);
+    remember_etag(written, put.key, Stamp::read(&path), &etag);
+    Ok(PutOutcome::Written { etag: Some(etag) })
+}
+
+/// The ETag this store wrote for `key`, if the file is still the one it wrote.
+fn remembered_etag(written: &Mutex<Written>, key: &str, path: &Path) -> Option<String> {
+    let written = written.lock().ok()?;
+    let (stamp, etag) = written.get(key)?;
+    (Stamp::read(path).as_ref() == Some(stamp)).then(|| etag.clone())
+}
+
+fn remember_etag(written: &Mutex<Written>, key: &str, stamp: Option<Stamp>, etag: &str) {
+    // A poisoned map only means another write panicked: forget everything and read instead.
+    let mut written = written.lock().unwrap_or_else(|poisoned| {
+        let mut map = poisoned.into_inner();
+        map.clear();
+        map
+    });
+    match stamp {
+        Some(stamp) => written.insert(key.to_owned(), (stamp, etag.to_owned())),
+        None => written.remove(key),
+    };
+}
+
+/// The ETag a listing would give the object at `path` (read bounded and non-blocking), `""` for
+/// something that is not an object (a FIFO, replaced by the rename), `None` when there is none.
+fn current_etag(path: &Path, read_limit: u64) -> io::Result<Option<String>> {
+    match bounded::open_nonblocking(path) {
+        Ok(file) => {
+            let meta = file.metadata()?;
+            Ok(match bounded::read_open_file(file, read_limit)? {
+                BoundedRead::Read { bytes, .. } => Some(etag_of(&bytes)),
+                BoundedRead::TooLarge { size, .. } => Some(metadata_etag(&meta, size)),
+                BoundedRead::NotRegular => Some(String::new()),
+                BoundedRead::Missing => None,
+            })
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) if err.raw_os_error() == Some(libc::ENXIO) => Ok(Some(String::new())),
+        Err(err) => Err(err),
+    }
 }
 
 /// Replaces `target` with `bytes` so that a reader sees the old or the new content, never a
@@ -427,375 +518,4 @@ fn lock_dir(dir: &Path) -> io::Result<File> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
-mod tests {
-    use super::*;
-    use crate::storage::Storage;
-
-    async fn storage(dir: &Path) -> Storage {
-        Storage::connect(
-            &StorageUrl::Local {
-                dir: dir.to_path_buf(),
-            },
-            &Default::default(),
-        )
-        .await
-        .unwrap()
-    }
-
-    fn meta(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
-    fn object(fetched: Fetched) -> Object {
-        match fetched {
-            Fetched::Object(o) => o,
-            other => panic!("expected an object, got {other:?}"),
-        }
-    }
-
-    async fn put(s: &Storage, key: &str, body: &str, condition: PutCondition) -> PutOutcome {
-        s.put(key, body.as_bytes().to_vec(), &BTreeMap::new(), condition)
-            .await
-            .unwrap()
-    }
-
-    #[tokio::test]
-    async fn creates_a_missing_directory() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("a/b");
-        let s = storage(&dir).await;
-        assert!(dir.is_dir());
-        assert!(s.list().await.unwrap().is_empty());
-        assert!(s.describe().contains(&dir.display().to_string()));
-    }
-
-    #[tokio::test]
-    async fn refuses_a_file_as_the_directory() {
-        let tmp = tempfile::tempdir().unwrap();
-        let file = tmp.path().join("f");
-        fs::write(&file, "x").unwrap();
-        let err = Storage::connect(&StorageUrl::Local { dir: file }, &Default::default())
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), "setup");
-        assert!(err.to_string().contains("not a directory"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn put_then_get_round_trips_content_and_metadata() {
-        let tmp = tempfile::tempdir().unwrap();
-        let s = storage(tmp.path()).await;
-        let md = meta(&[("cluster", "a"), ("generated-at", "2025-01-01T00:00:00Z")]);
-        let outcome = s
-            .put(
-                "a.traefik.yaml",
-                b"http: {}\n".to_vec(),
-                &md,
-                PutCondition::None,
-            )
-            .await
-            .unwrap();
-        let PutOutcome::Written { etag: Some(etag) } = outcome else {
-            panic!("{outcome:?}")
-        };
-        let got = object(s.get("a.traefik.yaml", None).await.unwrap());
-        assert_eq!(got.bytes, b"http: {}\n");
-        assert_eq!(got.etag, etag);
-        assert_eq!(got.metadata, md);
-        assert!(got.last_modified.is_some());
-        assert_eq!(
-            fs::read(tmp.path().join("a.traefik.yaml")).unwrap(),
-            b"http: {}\n"
-        );
-    }
-
-    #[tokio::test]
-    async fn etag_changes_with_content_and_only_with_content() {
-        let tmp = tempfile::tempdir().unwrap();
-        let s = storage(tmp.path()).await;
-        put(&s, "k", "one", PutCondition::None).await;
-        let first = s.list().await.unwrap()[0].etag.clone();
-        put(&s, "k", "one", PutCondition::None).await;
-        assert_eq!(s.list().await.unwrap()[0].etag, first);
-        put(&s, "k", "two", PutCondition::None).await;
-        let second = s.list().await.unwrap()[0].etag.clone();
-        assert_ne!(second, first);
-        // A change made behind the storage's back shows too.
-        fs::write(tmp.path().join("k"), "three").unwrap();
-        assert_ne!(s.list().await.unwrap()[0].etag, second);
-    }
-
-    #[tokio::test]
-    async fn if_none_match_answers_not_modified() {
-        let tmp = tempfile::tempdir().unwrap();
-        let s = storage(tmp.path()).await;
-        put(&s, "k", "one", PutCondition::None).await;
-        let etag = object(s.get("k", None).await.unwrap()).etag;
-        assert_eq!(s.get("k", Some(&etag)).await.unwrap(), Fetched::NotModified);
-        assert_eq!(
-            s.get("k", Some(etag.trim_matches('"'))).await.unwrap(),
-            Fetched::NotModified
-        );
-        put(&s, "k", "two", PutCondition::None).await;
-        assert_eq!(object(s.get("k", Some(&etag)).await.unwrap()).bytes, b"two");
-        assert_eq!(s.get("other", None).await.unwrap(), Fetched::Missing);
-        assert_eq!(s.get("other", Some(&etag)).await.unwrap(), Fetched::Missing);
-    }
-
-    #[tokio::test]
-    async fn conditions_are_checked_against_the_current_content() {
-        let tmp = tempfile::tempdir().unwrap();
-        let s = storage(tmp.path()).await;
-        assert_eq!(
-            put(&s, "k", "x", PutCondition::IfMatch("\"nope\"".into())).await,
-            PutOutcome::PreconditionFailed,
-            "IfMatch on a missing object"
-        );
-        assert!(matches!(
-            put(&s, "k", "one", PutCondition::IfAbsent).await,
-            PutOutcome::Written { .. }
-        ));
-        assert_eq!(
-            put(&s, "k", "again", PutCondition::IfAbsent).await,
-            PutOutcome::PreconditionFailed
-        );
-        let etag = s.list().await.unwrap()[0].etag.clone();
-        assert_eq!(
-            put(&s, "k", "x", PutCondition::IfMatch("\"0000\"".into())).await,
-            PutOutcome::PreconditionFailed
-        );
-        assert!(matches!(
-            put(&s, "k", "two", PutCondition::IfMatch(etag.clone())).await,
-            PutOutcome::Written { .. }
-        ));
-        // The old ETag no longer matches.
-        assert_eq!(
-            put(&s, "k", "three", PutCondition::IfMatch(etag)).await,
-            PutOutcome::PreconditionFailed
-        );
-        assert_eq!(fs::read(tmp.path().join("k")).unwrap(), b"two");
-    }
-
-    #[tokio::test]
-    async fn fifos_are_skipped_and_files_over_the_limit_never_read() {
-        let tmp = tempfile::tempdir().unwrap();
-        let s = storage(tmp.path()).await.with_max_object_bytes(1024);
-        put(&s, "a.traefik.yaml", "small", PutCondition::None).await;
-        let status = std::process::Command::new("mkfifo")
-            .arg(tmp.path().join("fifo.traefik.yaml"))
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let huge = File::create(tmp.path().join("huge.traefik.yaml")).unwrap();
-        huge.set_len(300 * 1024 * 1024).unwrap();
-
-        let listed = s.list().await.unwrap();
-        let keys: Vec<&str> = listed.iter().map(|o| o.key.as_str()).collect();
-        assert_eq!(keys, ["a.traefik.yaml", "huge.traefik.yaml"]);
-        assert_eq!(listed[1].size, 300 * 1024 * 1024, "the real size, unread");
-        assert!(
-            listed[1].etag.starts_with("\"unread-"),
-            "{}",
-            listed[1].etag
-        );
-        let again = s.list().await.unwrap();
-        assert_eq!(again[1].etag, listed[1].etag, "stable while unchanged");
-
-        assert!(matches!(
-            s.get("huge.traefik.yaml", None).await,
-            Err(StorageError::TooLarge { .. })
-        ));
-        assert!(matches!(
-            s.get("fifo.traefik.yaml", None).await.unwrap(),
-            Fetched::Missing
-        ));
-    }
-
-    #[tokio::test]
-    async fn a_child_is_its_own_listing_and_invisible_to_the_parent() {
-        let tmp = tempfile::tempdir().unwrap();
-        let s = storage(tmp.path()).await;
-        put(&s, "a.traefik.yaml", "a", PutCondition::None).await;
-        let child = s.child("_status").await.unwrap();
-        put(&child, "edge-1.json", "{}", PutCondition::None).await;
-        let parent: Vec<String> = s.list().await.unwrap().into_iter().map(|o| o.key).collect();
-        assert_eq!(parent, ["a.traefik.yaml"]);
-        let inside: Vec<String> = child
-            .list()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
-        assert_eq!(inside, ["edge-1.json"]);
-        assert!(tmp.path().join("_status/edge-1.json").is_file());
-        assert!(s.child("a/b").await.is_err());
-    }
-
-    #[tokio::test]
-    async fn list_shows_only_visible_regular_files() {
-        let tmp = tempfile::tempdir().unwrap();
-        let s = storage(tmp.path()).await;
-        let md = meta(&[("cluster", "a")]);
-        s.put("a.traefik.yaml", b"a".to_vec(), &md, PutCondition::None)
-            .await
-            .unwrap();
-        put(&s, "b.traefik.yaml", "bb", PutCondition::None).await;
-        for name in [
-            ".hidden.yaml",
-            ".ksd-abc.tmp",
-            "c.yaml.tmp",
-            "c.yaml~",
-            ".c.yaml.swp",
-        ] {
-            fs::write(tmp.path().join(name), "junk").unwrap();
-        }
-        fs::create_dir(tmp.path().join("sub")).unwrap();
-        fs::write(tmp.path().join("sub/d.traefik.yaml"), "nested").unwrap();
-        #[cfg(unix)]
-        std::os::unix::fs::symlink(
-            tmp.path().join("b.traefik.yaml"),
-            tmp.path().join("link.yaml"),
-        )
-        .unwrap();
-        #[cfg(unix)]
-        std::os::unix::fs::symlink(tmp.path().join("gone"), tmp.path().join("dangling.yaml"))
-            .unwrap();
-
-        let listed = s.list().await.unwrap();
-        let keys: Vec<&str> = listed.iter().map(|o| o.key.as_str()).collect();
-        #[cfg(unix)]
-        assert_eq!(keys, ["a.traefik.yaml", "b.traefik.yaml", "link.yaml"]);
-        #[cfg(not(unix))]
-        assert_eq!(keys, ["a.traefik.yaml", "b.traefik.yaml"]);
-        assert_eq!(listed[1].size, 2);
-        assert!(listed[1].last_modified.is_some());
-        // The sidecar exists but is hidden.
-        assert!(tmp.path().join(".a.traefik.yaml.meta.json").is_file());
-    }
-
-    #[tokio::test]
-    async fn writes_leave_no_temp_files_and_keep_permissions_readable() {
-        let tmp = tempfile::tempdir().unwrap();
-        let s = storage(tmp.path()).await;
-        for i in 0..5 {
-            let md = meta(&[("n", &i.to_string())]);
-            s.put("k.yaml", vec![b'x'; i], &md, PutCondition::None)
-                .await
-                .unwrap();
-        }
-        let mut names: Vec<String> = fs::read_dir(tmp.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        assert_eq!(names, [".k.yaml.meta.json", LOCK_FILE, "k.yaml"]);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(tmp.path().join("k.yaml"))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o644);
-        }
-    }
-
-    #[tokio::test]
-    async fn empty_metadata_removes_the_sidecar() {
-        let tmp = tempfile::tempdir().unwrap();
-        let s = storage(tmp.path()).await;
-        s.put("k", b"1".to_vec(), &meta(&[("a", "b")]), PutCondition::None)
-            .await
-            .unwrap();
-        put(&s, "k", "2", PutCondition::None).await;
-        assert!(object(s.get("k", None).await.unwrap()).metadata.is_empty());
-        assert!(!tmp.path().join(".k.meta.json").exists());
-    }
-
-    #[tokio::test]
-    async fn get_limited_refuses_large_objects() {
-        let tmp = tempfile::tempdir().unwrap();
-        let s = storage(tmp.path()).await;
-        put(&s, "big", &"x".repeat(100), PutCondition::None).await;
-        let err = s.get_limited("big", None, 99).await.unwrap_err();
-        assert!(err.is_too_large(), "{err}");
-        assert_eq!(err.kind(), "too_large");
-        assert!(err.to_string().contains("100 bytes"), "{err}");
-        assert_eq!(
-            object(s.get_limited("big", None, 100).await.unwrap())
-                .bytes
-                .len(),
-            100
-        );
-    }
-
-    #[tokio::test]
-    async fn delete_removes_object_and_metadata() {
-        let tmp = tempfile::tempdir().unwrap();
-        let s = storage(tmp.path()).await;
-        s.put("k", b"1".to_vec(), &meta(&[("a", "b")]), PutCondition::None)
-            .await
-            .unwrap();
-        s.delete("k").await.unwrap();
-        s.delete("k").await.unwrap();
-        assert_eq!(s.get("k", None).await.unwrap(), Fetched::Missing);
-        assert!(!tmp.path().join(".k.meta.json").exists());
-    }
-
-    #[tokio::test]
-    async fn a_vanished_directory_is_an_error_not_an_empty_listing() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("d");
-        let s = storage(&dir).await;
-        fs::remove_dir(&dir).unwrap();
-        let err = s.list().await.unwrap_err();
-        assert_eq!(err.operation(), "list");
-        assert!(err.is_no_such_bucket(), "{err}");
-    }
-
-    #[tokio::test]
-    async fn rejects_keys_that_are_not_plain_names() {
-        let tmp = tempfile::tempdir().unwrap();
-        let s = storage(tmp.path()).await;
-        for key in ["../escape", "a/b", ".hidden"] {
-            let err = s
-                .put(key, b"x".to_vec(), &BTreeMap::new(), PutCondition::None)
-                .await
-                .unwrap_err();
-            assert_eq!(err.kind(), "invalid_key", "{key}");
-        }
-        assert!(!tmp.path().parent().unwrap().join("escape").exists());
-    }
-
-    #[tokio::test]
-    async fn concurrent_if_absent_writers_have_one_winner() {
-        let tmp = tempfile::tempdir().unwrap();
-        let s = storage(tmp.path()).await;
-        let mut tasks = Vec::new();
-        for i in 0..8 {
-            let s = s.clone();
-            tasks.push(tokio::spawn(async move {
-                s.put(
-                    "k",
-                    vec![b'0' + i],
-                    &BTreeMap::new(),
-                    PutCondition::IfAbsent,
-                )
-                .await
-                .unwrap()
-            }));
-        }
-        let mut written = 0;
-        for task in tasks {
-            if matches!(task.await.unwrap(), PutOutcome::Written { .. }) {
-                written += 1;
-            }
-        }
-        assert_eq!(written, 1);
-    }
-}
+mod tests;
