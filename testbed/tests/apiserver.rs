@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "apiserver/events.rs"]
+mod events;
 #[path = "apiserver/faults.rs"]
 mod faults;
 #[path = "apiserver/requests.rs"]

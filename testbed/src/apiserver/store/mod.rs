@@ -10,7 +10,7 @@ mod admission;
 mod tests;
 mod write;
 
-use super::resources::{NAMESPACES, RESOURCES, ResourceType};
+use super::resources::{NAMESPACES, RESOURCES, ResourceType, View};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use serde_json::{Value, json};
@@ -119,7 +119,11 @@ impl Filter {
                 .and_then(Value::as_str)
                 == Some(ns)
         });
-        namespace_ok && self.labels.matches(object) && self.fields.matches(object)
+        if !namespace_ok || !self.labels.matches(object) {
+            return false;
+        }
+        // Field labels name the fields of the form served, which a view converts to.
+        self.fields.matches(&self.resource.present(object))
     }
 
     /// The event a watch with this filter sees for a change, following the real server's
@@ -440,8 +444,10 @@ impl Store {
     /// Deleting a namespace deletes its contents; deleting an owner deletes the objects it
     /// solely owns, as the garbage collector does (here at once rather than shortly after).
     fn collect_garbage(&mut self, rt: &ResourceType, key: &ObjectKey, deleted: &Value) {
-        let namespaced: Vec<&'static ResourceType> =
-            RESOURCES.iter().filter(|r| r.namespaced).collect();
+        let namespaced: Vec<&'static ResourceType> = RESOURCES
+            .iter()
+            .filter(|r| r.namespaced && r.view == View::Stored)
+            .collect();
         if rt.index == NAMESPACES {
             for dependent_rt in namespaced {
                 let keys = self.keys_in_namespace(dependent_rt, &key.name, |_| true);

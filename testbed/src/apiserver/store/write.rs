@@ -287,7 +287,7 @@ impl Store {
 
     /// Creates or replaces an object as a test sets it up: by kind, namespace and name,
     /// without preconditions; status is stored as given.
-    pub(crate) fn put(&mut self, mut object: Value) -> Result<Arc<Value>, ApiError> {
+    pub(crate) fn put(&mut self, object: Value) -> Result<Arc<Value>, ApiError> {
         let api_version = object
             .get("apiVersion")
             .and_then(Value::as_str)
@@ -298,6 +298,9 @@ impl Store {
                 "no resource served for apiVersion {api_version:?} kind {kind:?}"
             ))
         })?;
+        // A view's objects are stored as the type it shows.
+        let mut object = rt.to_stored(object);
+        let rt = rt.stored();
         let namespace = if rt.namespaced {
             let ns = object
                 .pointer("/metadata/namespace")
