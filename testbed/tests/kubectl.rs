@@ -401,13 +401,84 @@ async fn events_k8s_io_events_are_served_to_kubectl() {
         "served by syncer edge-1 as shop-web-http"
     );
     assert_eq!(list["items"][0]["regarding"]["name"], "web");
-    // The plain name and the short name resolve to the same resource.
+    // `events` and `ev` are the core events, the same objects converted, printed with the
+    // real server's columns (the name only in the wide output).
     let table = kubectl.run(&["get", "events", "-n", "shop"]).await;
-    assert!(table.contains("web.served-by-edge-1"), "{table}");
-    let table = kubectl.run(&["get", "ev", "-n", "shop"]).await;
+    let row = table.lines().nth(1).unwrap_or_default();
+    for cell in [
+        "Normal",
+        "Served",
+        "service/web",
+        "served by syncer edge-1 as shop-web-http",
+    ] {
+        assert!(row.contains(cell), "{cell} missing: {table}");
+    }
+    let table = kubectl
+        .run(&["get", "ev", "-n", "shop", "-o", "wide"])
+        .await;
     assert!(table.contains("web.served-by-edge-1"), "{table}");
     let stored = server
         .get("events", "shop", "web.served-by-edge-1")
         .unwrap();
     assert_eq!(stored["reason"], "Served");
+}
+
+/// `kubectl describe service` lists the Service's events through core `v1` with a field
+/// selector on the involved object, its uid included: only the events of this very Service
+/// are shown, the series as `(xN over ...)`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_describe_shows_a_services_events() {
+    let server = TestApiServer::start().await.unwrap();
+    let kubectl = Kubectl::new(&server);
+    let web = server
+        .apply(serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"ports": [{"name": "http", "port": 80}]}
+        }))
+        .unwrap();
+    let uid = web["metadata"]["uid"].as_str().unwrap().to_owned();
+    let event = |name: &str, uid: &str, reason: &str, note: &str| {
+        serde_json::json!({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": "shop"},
+            "eventTime": "2026-01-02T03:04:05.000001Z",
+            "regarding": {"apiVersion": "v1", "kind": "Service", "namespace": "shop", "name": "web", "uid": uid},
+            "reason": reason, "note": note, "type": "Warning", "action": "Publish",
+            "reportingController": "ksd-exporter", "reportingInstance": "pod-1",
+            "series": {"count": 3, "lastObservedTime": "2026-01-02T03:05:05.000001Z"}
+        })
+    };
+    server
+        .apply(event(
+            "web.1",
+            &uid,
+            "Rejected",
+            "rejected by syncer edge-2",
+        ))
+        .unwrap();
+    // An earlier Service of the same name: another uid, not shown.
+    server
+        .apply(event("web.0", "gone", "Gone", "about another object"))
+        .unwrap();
+    let out = kubectl
+        .run(&["describe", "service", "web", "-n", "shop"])
+        .await;
+    let events = out
+        .split_once("Events:")
+        .map(|(_, events)| events)
+        .unwrap_or_else(|| panic!("no events section: {out}"));
+    let line = events
+        .lines()
+        .find(|l| l.contains("Rejected"))
+        .unwrap_or_else(|| panic!("no Rejected event: {out}"));
+    for cell in [
+        "Warning",
+        "(x3 over",
+        "ksd-exporter",
+        "rejected by syncer edge-2",
+    ] {
+        assert!(line.contains(cell), "{cell} missing: {line}");
+    }
+    assert!(!events.contains("another object"), "{out}");
 }

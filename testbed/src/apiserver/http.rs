@@ -2,7 +2,7 @@
 
 use super::Shared;
 use super::represent::{self, Representation};
-use super::resources::{self, ResourceType};
+use super::resources::{self, ResourceType, View};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use super::store::{
@@ -259,106 +259,160 @@ fn route(
             rt,
             namespace,
             watch_name,
-        } => {
-            let filter = filter_of(rt, namespace, &params, watch_name.clone().flatten())?;
-            let dry_run = param(&params, "dryRun") == Some("All");
-            match *method {
-                Method::GET if watch_name.is_some() || is_true(&params, "watch") => {
-                    watch(shared, filter, &params, represent::negotiate(headers))
-                }
-                Method::GET => list(shared, filter, &params, represent::negotiate(headers)),
-                Method::POST => {
-                    if rt.namespaced && filter.namespace.is_none() {
-                        return Err(ApiError::method_not_allowed());
-                    }
-                    let object = parse_body(headers, body)?;
-                    let created =
-                        shared
-                            .store()
-                            .create(rt, filter.namespace.as_deref(), object, dry_run)?;
-                    Ok(json_response(StatusCode::CREATED, &created))
-                }
-                Method::DELETE => {
-                    let options = delete_options(&params, body)?;
-                    let deleted = shared.store().delete_collection(&filter, &options, dry_run);
-                    let rv = shared.store().resource_version();
-                    let body = Representation::Object.list(rt, rv, &deleted, None, None);
-                    Ok(json_bytes(StatusCode::OK, body))
-                }
-                _ => Err(ApiError::method_not_allowed()),
-            }
-        }
+        } => collection(
+            shared, method, rt, namespace, watch_name, &params, headers, body,
+        ),
         Route::Object {
             rt,
             namespace,
             name,
             status,
         } => {
-            let ns = namespace.as_deref();
             let target = if status { Target::Status } else { Target::Main };
-            let dry_run = param(&params, "dryRun") == Some("All");
-            match *method {
-                Method::GET => {
-                    let object = shared
-                        .store()
-                        .get(rt, ns.unwrap_or(""), &name)
-                        .ok_or_else(|| ApiError::not_found(rt, &name))?;
-                    let object = represent::negotiate(headers).object(rt, &object);
-                    Ok(json_response(StatusCode::OK, &object))
-                }
-                Method::PUT => {
-                    let object = parse_body(headers, body)?;
-                    let updated = shared
-                        .store()
-                        .update(rt, ns, &name, object, target, dry_run)?;
-                    Ok(json_response(StatusCode::OK, &updated))
-                }
-                Method::PATCH => {
-                    let content_type = headers
-                        .get(header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    let media = content_type.split(';').next().unwrap_or("").trim();
-                    let kind = match media {
-                        "application/merge-patch+json" => PatchKind::Merge,
-                        "application/strategic-merge-patch+json" => PatchKind::Strategic,
-                        "application/json-patch+json" => PatchKind::Json,
-                        "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
-                            PatchKind::Apply
-                        }
-                        other => return Err(ApiError::unsupported_media_type(other)),
-                    };
-                    if kind == PatchKind::Apply && param(&params, "fieldManager").is_none() {
-                        return Err(ApiError::new(
-                            422,
-                            "Invalid",
-                            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
-                        ));
-                    }
-                    let patch = if kind == PatchKind::Apply {
-                        parse_yaml(body)?
-                    } else {
-                        parse_json(body)?
-                    };
-                    let (object, created) = shared
-                        .store()
-                        .patch(rt, ns, &name, kind, &patch, target, dry_run)?;
-                    let code = if created {
-                        StatusCode::CREATED
-                    } else {
-                        StatusCode::OK
-                    };
-                    Ok(json_response(code, &object))
-                }
-                Method::DELETE if !status => {
-                    let options = delete_options(&params, body)?;
-                    let deleted = shared.store().delete(rt, ns, &name, &options, dry_run)?;
-                    Ok(json_response(StatusCode::OK, &deleted))
-                }
-                _ => Err(ApiError::method_not_allowed()),
-            }
+            let request = ObjectRequest {
+                rt,
+                namespace: namespace.as_deref(),
+                name: &name,
+                target,
+                dry_run: param(&params, "dryRun") == Some("All"),
+            };
+            object(shared, method, &request, &params, headers, body)
         }
     }
+}
+
+/// A request to a collection: list, watch, create, deletecollection.
+#[allow(clippy::too_many_arguments)]
+fn collection(
+    shared: &Arc<Shared>,
+    method: &Method,
+    rt: &'static ResourceType,
+    namespace: Option<String>,
+    watch_name: Option<Option<String>>,
+    params: &Params,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let filter = filter_of(rt, namespace, params, watch_name.clone().flatten())?;
+    let dry_run = param(params, "dryRun") == Some("All");
+    match *method {
+        Method::GET if watch_name.is_some() || is_true(params, "watch") => {
+            watch(shared, filter, params, represent::negotiate(headers))
+        }
+        Method::GET => list(shared, filter, params, represent::negotiate(headers)),
+        Method::POST => {
+            if rt.namespaced && filter.namespace.is_none() {
+                return Err(ApiError::method_not_allowed());
+            }
+            // A view's body is converted to the stored type and written as that.
+            let object = rt.to_stored(parse_body(headers, body)?);
+            let created =
+                shared
+                    .store()
+                    .create(rt.stored(), filter.namespace.as_deref(), object, dry_run)?;
+            Ok(json_response(StatusCode::CREATED, &rt.present(&created)))
+        }
+        Method::DELETE => {
+            let options = delete_options(params, body)?;
+            let deleted = shared.store().delete_collection(&filter, &options, dry_run);
+            let rv = shared.store().resource_version();
+            let body = Representation::Object.list(rt, rv, &deleted, None, None);
+            Ok(json_bytes(StatusCode::OK, body))
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+/// The object a request names.
+struct ObjectRequest<'r> {
+    rt: &'static ResourceType,
+    namespace: Option<&'r str>,
+    name: &'r str,
+    target: Target,
+    dry_run: bool,
+}
+
+/// A request to one object: get, update, patch, delete.
+fn object(
+    shared: &Arc<Shared>,
+    method: &Method,
+    request: &ObjectRequest<'_>,
+    params: &Params,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let ObjectRequest {
+        rt,
+        namespace: ns,
+        name,
+        target,
+        dry_run,
+    } = *request;
+    match *method {
+        Method::GET => {
+            let object = shared
+                .store()
+                .get(rt, ns.unwrap_or(""), name)
+                .ok_or_else(|| ApiError::not_found(rt, name))?;
+            let object = represent::negotiate(headers).object(rt, &object);
+            Ok(json_response(StatusCode::OK, &object))
+        }
+        Method::PUT => {
+            let object = rt.to_stored(parse_body(headers, body)?);
+            let updated = shared
+                .store()
+                .update(rt.stored(), ns, name, object, target, dry_run)?;
+            Ok(json_response(StatusCode::OK, &rt.present(&updated)))
+        }
+        // Patches apply to the stored form; a view is written through its stored type.
+        Method::PATCH if rt.view == View::Stored => {
+            let kind = patch_kind(headers, params)?;
+            let patch = if kind == PatchKind::Apply {
+                parse_yaml(body)?
+            } else {
+                parse_json(body)?
+            };
+            let (object, created) = shared
+                .store()
+                .patch(rt, ns, name, kind, &patch, target, dry_run)?;
+            let code = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok(json_response(code, &object))
+        }
+        Method::DELETE if target != Target::Status => {
+            let options = delete_options(params, body)?;
+            let deleted = shared.store().delete(rt, ns, name, &options, dry_run)?;
+            Ok(json_response(StatusCode::OK, &rt.present(&deleted)))
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+/// The kind of a PATCH from its content type.
+fn patch_kind(headers: &HeaderMap, params: &Params) -> Result<PatchKind, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    let kind = match media {
+        "application/merge-patch+json" => PatchKind::Merge,
+        "application/strategic-merge-patch+json" => PatchKind::Strategic,
+        "application/json-patch+json" => PatchKind::Json,
+        "application/apply-patch+yaml" | "application/apply-patch+cbor" => PatchKind::Apply,
+        other => return Err(ApiError::unsupported_media_type(other)),
+    };
+    if kind == PatchKind::Apply && param(params, "fieldManager").is_none() {
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        ));
+    }
+    Ok(kind)
 }
 
 fn filter_of(
@@ -376,7 +430,8 @@ fn filter_of(
         }
         field_text.push_str(&format!("metadata.name={name}"));
     }
-    let fields = FieldSelector::parse(&field_text).map_err(|e| ApiError::bad_request(e.0))?;
+    let fields = FieldSelector::parse(&field_text, rt.field_labels)
+        .map_err(|e| ApiError::bad_request(e.0))?;
     Ok(Filter {
         resource: rt,
         namespace,
@@ -668,7 +723,10 @@ impl WatchTask {
     /// An object event in the representation the client asked for.
     fn write_object(&mut self, kind: &str, object: &Value) {
         match self.representation {
-            Representation::Object => self.write(kind, object),
+            Representation::Object => {
+                let presented = self.filter.resource.present(object);
+                self.write(kind, &presented);
+            }
             other => {
                 let converted = other.object(self.filter.resource, object);
                 self.write(kind, &converted);

@@ -1,7 +1,11 @@
 //! A Kubernetes API server double that kube-rs and the real `kubectl` talk to over plain HTTP.
 //!
-//! [`TestApiServer`] serves `v1` namespaces and services, `discovery.k8s.io/v1` endpointslices
-//! and `coordination.k8s.io/v1` leases from memory, with the behaviour clients rely on:
+//! [`TestApiServer`] serves `v1` namespaces and services, `discovery.k8s.io/v1` endpointslices,
+//! `coordination.k8s.io/v1` leases and `events.k8s.io/v1` events from memory, and core `v1`
+//! events as a view of the latter (converted as the real server converts them, with the
+//! `involvedObject.*` field selectors `kubectl describe` sends; written through the view, an
+//! event is stored converted; patches go through `events.k8s.io`), with the behaviour clients
+//! rely on:
 //!
 //! - discovery (`/version`, `/api`, `/apis`, resource lists); aggregated discovery is not
 //!   offered, so clients fall back to the legacy documents; `/openapi/v3` serves documents
@@ -33,6 +37,7 @@
 //! `kind` and `apiVersion`, as the real server's JSON does.
 
 mod client;
+mod events;
 mod http;
 mod patch;
 mod represent;

@@ -2,10 +2,12 @@
 //! the object itself, `PartialObjectMetadata` (kube-rs metadata watchers ask for it) or a
 //! `Table` (kubectl's human-readable output asks for it).
 
-use super::resources::{ENDPOINT_SLICES, NAMESPACES, ResourceType, SERVICES};
+use super::events;
+use super::resources::{ENDPOINT_SLICES, EVENTS, NAMESPACES, ResourceType, SERVICES};
 use super::store;
 use axum::http::{HeaderMap, header};
 use serde_json::{Value, json};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +55,7 @@ impl Representation {
     /// One object, as a get or a watch event serves it.
     pub(crate) fn object(self, rt: &ResourceType, object: &Value) -> Value {
         match self {
-            Self::Object => object.clone(),
+            Self::Object => rt.present(object).into_owned(),
             Self::PartialMetadata => partial(object),
             Self::Table => table(rt, std::iter::once(object), json!({})),
         }
@@ -106,6 +108,7 @@ impl serde::Serialize for ListItem<'_> {
 }
 
 fn object_list(rt: &ResourceType, metadata: Value, items: &[Arc<Value>]) -> Vec<u8> {
+    let items: Vec<Cow<'_, Value>> = items.iter().map(|i| rt.present(i)).collect();
     #[derive(serde::Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Body<'a> {
@@ -188,6 +191,7 @@ fn table<'a>(
             column("Status", "", 0, "The phase of the namespace."),
             age,
         ],
+        EVENTS => event_columns(),
         _ => vec![
             name,
             column("Holder", "", 0, "The holder of the lease."),
@@ -203,6 +207,7 @@ fn table<'a>(
                 SERVICES => service_cells(object, name, age),
                 ENDPOINT_SLICES => slice_cells(object, name, age),
                 NAMESPACES => vec![name, text(object, "/status/phase").to_owned(), age],
+                EVENTS => event_cells(&events::to_core(object), name, now),
                 _ => vec![
                     name,
                     or_none(text(object, "/spec/holderIdentity").to_owned()),
@@ -219,6 +224,84 @@ fn table<'a>(
         "columnDefinitions": columns,
         "rows": rows,
     })
+}
+
+/// The real server's event columns: both event resources print the core form.
+fn event_columns() -> Vec<Value> {
+    vec![
+        column(
+            "Last Seen",
+            "",
+            0,
+            "The time at which the most recent occurrence of this event was recorded.",
+        ),
+        column(
+            "Type",
+            "",
+            0,
+            "Type of this event (Normal, Warning), new types could be added in the future",
+        ),
+        column(
+            "Reason",
+            "",
+            0,
+            "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.",
+        ),
+        column("Object", "", 0, "The object that this event is about."),
+        column(
+            "Subobject",
+            "",
+            1,
+            "If referring to a piece of an object instead of an entire object, this string should contain a valid JSON/Go field access statement.",
+        ),
+        column(
+            "Source",
+            "",
+            1,
+            "The component reporting this event. Should be a short machine understandable string.",
+        ),
+        column(
+            "Message",
+            "",
+            0,
+            "A human-readable description of the status of this operation.",
+        ),
+        column(
+            "First Seen",
+            "",
+            1,
+            "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)",
+        ),
+        column(
+            "Count",
+            "",
+            1,
+            "The number of times this event has occurred.",
+        ),
+        column("Name", "name", 1, "Name must be unique within a namespace."),
+    ]
+}
+
+fn event_cells(core: &Value, name: String, now: u64) -> Vec<String> {
+    let last_seen = age_of(now, text(core, "/lastTimestamp"));
+    let first_seen = age_of(now, text(core, "/firstTimestamp"));
+    let source = match (text(core, "/source/component"), text(core, "/source/host")) {
+        (component, "") => component.to_owned(),
+        (component, host) => format!("{component}, {host}"),
+    };
+    let count = core.get("count").and_then(Value::as_i64).unwrap_or(1);
+    vec![
+        last_seen,
+        text(core, "/type").to_owned(),
+        text(core, "/reason").to_owned(),
+        events::object_cell(core),
+        text(core, "/involvedObject/fieldPath").to_owned(),
+        source,
+        text(core, "/message").trim().to_owned(),
+        first_seen,
+        count.to_string(),
+        name,
+    ]
 }
 
 fn service_cells(object: &Value, name: String, age: String) -> Vec<String> {

@@ -1,6 +1,9 @@
 //! The resource types the API server serves and their discovery documents.
 
 use serde_json::{Value, json};
+use std::borrow::Cow;
+
+use super::events;
 
 /// One served resource type.
 #[derive(Debug)]
@@ -18,13 +21,62 @@ pub(crate) struct ResourceType {
     /// Whether a `status` subresource exists; writes to the main resource then keep the
     /// stored status, as the real server does.
     pub(crate) has_status: bool,
+    /// The fields a field selector may name besides `metadata.name` and `metadata.namespace`.
+    pub(crate) field_labels: &'static [&'static str],
+    /// How objects of this type are kept: as they are served, or as another type's objects.
+    pub(crate) view: View,
+}
+
+/// Whether a resource type has storage of its own or shows another's objects converted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum View {
+    /// Objects are stored and served as they are.
+    Stored,
+    /// Core `v1` events: the `events.k8s.io/v1` objects (stored at [`EVENTS`]), converted as
+    /// the real server converts them (see `events.rs`).
+    CoreEvents,
 }
 
 pub(crate) const NAMESPACES: usize = 0;
 pub(crate) const SERVICES: usize = 1;
 pub(crate) const ENDPOINT_SLICES: usize = 2;
+pub(crate) const LEASES: usize = 3;
+/// `events.k8s.io/v1` events; core `v1` events are the same objects.
+pub(crate) const EVENTS: usize = 4;
 
-pub(crate) static RESOURCES: [ResourceType; 5] = [
+/// What a field selector on an `events.k8s.io/v1` event may name.
+const EVENT_FIELDS: &[&str] = &[
+    "reason",
+    "regarding.apiVersion",
+    "regarding.fieldPath",
+    "regarding.kind",
+    "regarding.name",
+    "regarding.namespace",
+    "regarding.resourceVersion",
+    "regarding.uid",
+    "reportingController",
+    "type",
+];
+
+/// What a field selector on a core `v1` event may name (`kubectl describe` uses the
+/// `involvedObject` ones).
+const CORE_EVENT_FIELDS: &[&str] = &[
+    "involvedObject.apiVersion",
+    "involvedObject.fieldPath",
+    "involvedObject.kind",
+    "involvedObject.name",
+    "involvedObject.namespace",
+    "involvedObject.resourceVersion",
+    "involvedObject.uid",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+];
+
+/// The served resource types. Each has a map in the store at its `index`, except views,
+/// whose `index` is the stored type they show.
+pub(crate) static RESOURCES: [ResourceType; 6] = [
     ResourceType {
         index: NAMESPACES,
         group: "",
@@ -36,6 +88,8 @@ pub(crate) static RESOURCES: [ResourceType; 5] = [
         short_names: &["ns"],
         categories: &[],
         has_status: true,
+        field_labels: &[],
+        view: View::Stored,
     },
     ResourceType {
         index: SERVICES,
@@ -48,6 +102,8 @@ pub(crate) static RESOURCES: [ResourceType; 5] = [
         short_names: &["svc"],
         categories: &["all"],
         has_status: true,
+        field_labels: &[],
+        view: View::Stored,
     },
     ResourceType {
         index: ENDPOINT_SLICES,
@@ -60,9 +116,11 @@ pub(crate) static RESOURCES: [ResourceType; 5] = [
         short_names: &[],
         categories: &[],
         has_status: false,
+        field_labels: &[],
+        view: View::Stored,
     },
     ResourceType {
-        index: 3,
+        index: LEASES,
         group: "coordination.k8s.io",
         version: "v1",
         plural: "leases",
@@ -72,9 +130,11 @@ pub(crate) static RESOURCES: [ResourceType; 5] = [
         short_names: &[],
         categories: &[],
         has_status: false,
+        field_labels: &[],
+        view: View::Stored,
     },
     ResourceType {
-        index: 4,
+        index: EVENTS,
         group: "events.k8s.io",
         version: "v1",
         plural: "events",
@@ -84,6 +144,22 @@ pub(crate) static RESOURCES: [ResourceType; 5] = [
         short_names: &["ev"],
         categories: &[],
         has_status: false,
+        field_labels: EVENT_FIELDS,
+        view: View::Stored,
+    },
+    ResourceType {
+        index: EVENTS,
+        group: "",
+        version: "v1",
+        plural: "events",
+        singular: "event",
+        kind: "Event",
+        namespaced: true,
+        short_names: &["ev"],
+        categories: &[],
+        has_status: false,
+        field_labels: CORE_EVENT_FIELDS,
+        view: View::CoreEvents,
     },
 ];
 
@@ -91,6 +167,27 @@ pub(crate) static RESOURCES: [ResourceType; 5] = [
 pub(crate) const GIT_VERSION: &str = "v1.33.5";
 
 impl ResourceType {
+    /// The type this one's objects are stored as: itself, or for a view the type it shows.
+    pub(crate) fn stored(&self) -> &'static ResourceType {
+        &RESOURCES[self.index]
+    }
+
+    /// A stored object as this type serves it.
+    pub(crate) fn present<'v>(&self, object: &'v Value) -> Cow<'v, Value> {
+        match self.view {
+            View::Stored => Cow::Borrowed(object),
+            View::CoreEvents => Cow::Owned(events::to_core(object)),
+        }
+    }
+
+    /// A body written through this type, as it is stored.
+    pub(crate) fn to_stored(&self, object: Value) -> Value {
+        match self.view {
+            View::Stored => object,
+            View::CoreEvents => events::from_core(&object),
+        }
+    }
+
     /// `v1` or `group/version`.
     pub(crate) fn api_version(&self) -> String {
         if self.group.is_empty() {
@@ -363,7 +460,8 @@ mod tests {
                 "namespaces",
                 "namespaces/status",
                 "services",
-                "services/status"
+                "services/status",
+                "events"
             ]
         );
         assert!(resource_list("apps", "v1").is_none());

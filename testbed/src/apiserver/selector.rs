@@ -377,22 +377,29 @@ fn parse_requirement(tokens: &[Token], pos: usize) -> Result<(Requirement, usize
     ))
 }
 
-/// A parsed field selector over the fields every resource here supports:
-/// `metadata.name` and `metadata.namespace`, with `=`, `==` and `!=`.
+/// A parsed field selector over `metadata.name`, `metadata.namespace` and the resource's own
+/// field labels (such as `involvedObject.name` on core events), with `=`, `==` and `!=`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct FieldSelector {
-    terms: Vec<(FieldPath, bool, String)>,
+    /// (JSON pointer of the field, equal or not, value).
+    terms: Vec<(String, bool, String)>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FieldPath {
-    Name,
-    Namespace,
+const NAME: &str = "/metadata/name";
+
+/// The JSON pointer a field label reads: `a.b` is `/a/b`; `source` (core events) is the
+/// source's component.
+fn field_pointer(label: &str) -> String {
+    match label {
+        "source" => "/source/component".to_owned(),
+        other => format!("/{}", other.replace('.', "/")),
+    }
 }
 
 impl FieldSelector {
-    /// Parses the `fieldSelector` query parameter.
-    pub(crate) fn parse(input: &str) -> Result<Self, SelectorError> {
+    /// Parses the `fieldSelector` query parameter; `labels` are the fields the resource
+    /// supports besides `metadata.name` and `metadata.namespace`.
+    pub(crate) fn parse(input: &str, labels: &[&str]) -> Result<Self, SelectorError> {
         let mut terms = Vec::new();
         for term in input.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             let (field, equal, value) = if let Some((f, v)) = term.split_once("!=") {
@@ -406,24 +413,18 @@ impl FieldSelector {
                     "invalid selector: '{input}'; can't understand '{term}'"
                 )));
             };
-            let path = match field.trim() {
-                "metadata.name" => FieldPath::Name,
-                "metadata.namespace" => FieldPath::Namespace,
-                other => {
-                    return Err(SelectorError(format!("field label not supported: {other}")));
-                }
-            };
-            terms.push((path, equal, value.trim().to_owned()));
+            let field = field.trim();
+            if !matches!(field, "metadata.name" | "metadata.namespace") && !labels.contains(&field)
+            {
+                return Err(SelectorError(format!("field label not supported: {field}")));
+            }
+            terms.push((field_pointer(field), equal, value.trim().to_owned()));
         }
         Ok(Self { terms })
     }
 
     pub(crate) fn matches(&self, object: &Value) -> bool {
-        self.terms.iter().all(|(path, equal, value)| {
-            let pointer = match path {
-                FieldPath::Name => "/metadata/name",
-                FieldPath::Namespace => "/metadata/namespace",
-            };
+        self.terms.iter().all(|(pointer, equal, value)| {
             let actual = object
                 .pointer(pointer)
                 .and_then(Value::as_str)
@@ -436,7 +437,7 @@ impl FieldSelector {
     pub(crate) fn exact_name(&self) -> Option<&str> {
         self.terms
             .iter()
-            .find(|(path, equal, _)| *path == FieldPath::Name && *equal)
+            .find(|(pointer, equal, _)| pointer == NAME && *equal)
             .map(|(_, _, v)| v.as_str())
     }
 }
@@ -532,16 +533,32 @@ mod tests {
     #[test]
     fn field_selectors() {
         let o = obj(json!({}));
-        let s = FieldSelector::parse("metadata.name=web,metadata.namespace!=kube-system").unwrap();
+        let s =
+            FieldSelector::parse("metadata.name=web,metadata.namespace!=kube-system", &[]).unwrap();
         assert!(s.matches(&o));
         assert_eq!(s.exact_name(), Some("web"));
         assert!(
-            !FieldSelector::parse("metadata.name==db")
+            !FieldSelector::parse("metadata.name==db", &[])
                 .unwrap()
                 .matches(&o)
         );
-        assert!(FieldSelector::parse("spec.clusterIP=1.2.3.4").is_err());
-        assert!(FieldSelector::parse("metadata.name").is_err());
-        assert!(FieldSelector::parse("").unwrap().matches(&o));
+        assert!(FieldSelector::parse("spec.clusterIP=1.2.3.4", &[]).is_err());
+        assert!(FieldSelector::parse("metadata.name", &[]).is_err());
+        assert!(FieldSelector::parse("", &[]).unwrap().matches(&o));
+        let event =
+            json!({"involvedObject": {"name": "web", "uid": "u-1"}, "source": {"component": "x"}});
+        let labels = ["involvedObject.name", "involvedObject.uid", "source"];
+        let s = FieldSelector::parse(
+            "involvedObject.name=web,involvedObject.uid=u-1,source=x",
+            &labels,
+        )
+        .unwrap();
+        assert!(s.matches(&event));
+        assert!(
+            !FieldSelector::parse("involvedObject.uid=u-2", &labels)
+                .unwrap()
+                .matches(&event)
+        );
+        assert!(FieldSelector::parse("involvedObject.kind=Service", &labels).is_err());
     }
 }
