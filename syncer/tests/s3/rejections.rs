@@ -133,7 +133,7 @@ async fn reject_one(
     let sample = format!("ksd_syncer_rejections_total{{reason=\"{reason}\"}}");
     let before = syncer.metric(&sample).await;
     s3.reset_counts();
-    put(&s3, prefix, "b.traefik.yaml", body.to_owned()).await;
+    put(s3, prefix, "b.traefik.yaml", body.to_owned()).await;
     syncer.wait_metric(&sample, before + 1.0).await;
     assert_eq!(
         syncer.read().unwrap(),
@@ -174,8 +174,8 @@ async fn keys_naming_no_cluster_are_reported_once(
     good: &[u8],
 ) {
     s3.reset_counts();
-    put(&s3, prefix, "a.backends.yaml", "cluster: a\nbackends: []\n").await;
-    put(&s3, prefix, "Not_A_Cluster.traefik.yaml", a.to_owned()).await;
+    put(s3, prefix, "a.backends.yaml", "cluster: a\nbackends: []\n").await;
+    put(s3, prefix, "Not_A_Cluster.traefik.yaml", a.to_owned()).await;
     syncer.wait_metric("ksd_syncer_invalid_keys", 1.0).await;
     let polls = syncer
         .metric("ksd_syncer_polls_total{outcome=\"ok\"}")
