@@ -194,7 +194,13 @@ impl Publisher {
         let timer = self.metrics.upload_timer();
         let result = self
             .storage
-            .put(&output.key, output.bytes.clone(), &metadata, condition)
+            .put_hashed(
+                &output.key,
+                output.bytes.clone(),
+                &output.hash,
+                &metadata,
+                condition,
+            )
             .await;
         drop(timer);
         match result {

@@ -401,6 +401,27 @@ impl Storage {
         }
     }
 
+    /// [`Storage::put`] for a caller that already hashed `bytes`: `content_hash` must be
+    /// [`ksd_shared::content_hash`] of them. A local directory takes its ETag from it instead of
+    /// hashing the bytes again; S3 servers compute their own ETag and ignore it.
+    pub async fn put_hashed(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_hash: &str,
+        metadata: &BTreeMap<String, String>,
+        condition: PutCondition,
+    ) -> Result<PutOutcome, StorageError> {
+        validate_key(key)?;
+        match self {
+            Storage::S3(s) => s.put(key, bytes, metadata, condition).await,
+            Storage::Local(l) => {
+                l.put_hashed(key, bytes, Some(content_hash), metadata, condition)
+                    .await
+            }
+        }
+    }
+
     /// Removes `key`; removing a missing key succeeds.
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         validate_key(key)?;

@@ -28,8 +28,12 @@ use crate::document::{self, DocumentBuildError, RefusedTarget, Snapshot};
 struct Entry {
     /// Its distinct origins, as entered in the name book.
     origins: Vec<Origin>,
-    /// Its backends, named and sorted, after the address policy.
+    /// Its backends, named and sorted, after the address policy: kept for the `backends`
+    /// format, and when its document is invalid (to report why).
     backends: Vec<Backend>,
+    backend_count: usize,
+    /// Servers after the address policy.
+    servers: usize,
     /// The Traefik services its backends render to.
     blocks: Vec<(Protocol, ServiceName)>,
     refused: Vec<RefusedTarget>,
@@ -44,6 +48,8 @@ struct Entry {
 pub struct Published {
     cluster: ClusterName,
     formats: Vec<ObjectFormat>,
+    /// Whether a configured format needs every backend (`backends`).
+    keep_backends: bool,
     header: String,
     names: NameBook,
     blocks: Blocks,
@@ -63,6 +69,7 @@ impl Published {
             header: document::header(&cluster),
             cluster,
             formats: formats.to_vec(),
+            keep_backends: formats.contains(&ObjectFormat::Backends),
             names: NameBook::new(template),
             blocks: Blocks::new(document::TRAEFIK_VERSION),
             services: HashMap::new(),
@@ -190,9 +197,9 @@ impl Published {
             self.refused.remove(target);
         }
         self.invalid.remove(key);
-        self.backends -= entry.backends.len();
+        self.backends -= entry.backend_count;
         self.computed_servers -= entry.computed_servers;
-        self.servers -= server_count(&entry.backends);
+        self.servers -= entry.servers;
     }
 
     /// Names, filters, checks and renders the backends of `key`.
@@ -230,11 +237,15 @@ impl Published {
                 self.invalid.insert(key.clone());
             }
         }
-        entry.backends = backends;
+        entry.backend_count = backends.len();
+        entry.servers = server_count(&backends);
+        if self.keep_backends || entry.invalid {
+            entry.backends = backends;
+        }
         self.refused.extend(entry.refused.iter().cloned());
-        self.backends += entry.backends.len();
+        self.backends += entry.backend_count;
         self.computed_servers += entry.computed_servers;
-        self.servers += server_count(&entry.backends);
+        self.servers += entry.servers;
         self.services.insert(key.clone(), entry);
     }
 }

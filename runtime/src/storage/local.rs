@@ -190,6 +190,22 @@ impl LocalStorage {
         metadata: &BTreeMap<String, String>,
         condition: PutCondition,
     ) -> Result<PutOutcome, StorageError> {
+        self.put_hashed(key, bytes, None, metadata, condition).await
+    }
+
+    /// [`LocalStorage::put`] with the content hash of `bytes` when the caller has it.
+    pub(super) async fn put_hashed(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_hash: Option<&str>,
+        metadata: &BTreeMap<String, String>,
+        condition: PutCondition,
+    ) -> Result<PutOutcome, StorageError> {
+        let etag = match content_hash {
+            Some(hash) => format!("\"{hash}\""),
+            None => String::new(),
+        };
         let dir = Arc::clone(&self.dir);
         let owned_key = key.to_owned();
         let metadata = metadata.clone();
@@ -199,6 +215,7 @@ impl LocalStorage {
             let put = Put {
                 key: &owned_key,
                 bytes: &bytes,
+                etag,
                 metadata: &metadata,
                 condition: &condition,
             };
@@ -386,6 +403,8 @@ fn read_sidecar(path: &Path) -> BTreeMap<String, String> {
 struct Put<'a> {
     key: &'a str,
     bytes: &'a [u8],
+    /// The ETag of `bytes` when the caller hashed them already; empty otherwise.
+    etag: String,
     metadata: &'a BTreeMap<String, String>,
     condition: &'a PutCondition,
 }
@@ -427,7 +446,16 @@ fn write_object(
     }
     replace_file(dir, &path, put.bytes)?;
     sync_dir(dir)?;
-    let etag = etag_of(put.bytes);
+    let etag = if put.etag.is_empty() {
+        etag_of(put.bytes)
+    } else {
+        put.etag.clone()
+    };
+    debug_assert_eq!(
+        etag,
+        etag_of(put.bytes),
+        "the caller's content hash is wrong"
+    );
     remember_etag(written, put.key, Stamp::read(&path), &etag);
     Ok(PutOutcome::Written { etag: Some(etag) })
 }

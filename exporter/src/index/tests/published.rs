@@ -17,10 +17,18 @@ fn cluster() -> ClusterName {
 /// What a publish from scratch gives for `index`: every backend named at once, the address
 /// policy, the whole document built, validated and rendered.
 fn from_scratch(index: &mut Index, template: &NameTemplate) -> Result<Snapshot, String> {
+    from_scratch_in(index, template, &FORMATS)
+}
+
+fn from_scratch_in(
+    index: &mut Index,
+    template: &NameTemplate,
+    formats: &[ObjectFormat],
+) -> Result<Snapshot, String> {
     index.refresh();
     let (backends, _) = index.backends(template);
     let (backends, _) = document::apply_address_policy(backends);
-    document::build(&cluster(), &FORMATS, &backends).map_err(|e| e.to_string())
+    document::build(&cluster(), formats, &backends).map_err(|e| e.to_string())
 }
 
 fn published(index: &mut Index, published: &mut Published) -> Result<Snapshot, String> {
@@ -196,6 +204,9 @@ proptest! {
         let template = NameTemplate::parse(template).unwrap();
         let mut index = Index::new();
         let mut state = Published::new(cluster(), template.clone(), &FORMATS);
+        // The same history published in the Traefik format alone (no backends kept).
+        let mut twin = Index::new();
+        let mut traefik_only = Published::new(cluster(), template.clone(), &[ObjectFormat::Traefik]);
         // The objects as they are now, to build a fresh index from at every publish.
         let mut services: BTreeMap<(usize, usize), Service> = BTreeMap::new();
         let mut slices: BTreeMap<(usize, usize), EndpointSlice> = BTreeMap::new();
@@ -205,10 +216,12 @@ proptest! {
                     let built = build_service(NAMESPACES[namespace], SERVICES[name], ports.as_deref().unwrap_or(&[]));
                     if ports.is_some() {
                         with_service(&mut index, built.clone());
+                        with_service(&mut twin, built.clone());
                         services.insert((namespace, name), built);
                     } else {
                         let (key, _) = service_facts(&built).unwrap();
                         index.delete_service(&key);
+                        twin.delete_service(&key);
                         services.remove(&(namespace, name));
                     }
                 }
@@ -222,10 +235,12 @@ proptest! {
                     );
                     if endpoints.is_some() {
                         with_slice(&mut index, built.clone());
+                        with_slice(&mut twin, built.clone());
                         slices.insert((namespace, slice), built);
                     } else {
                         let (key, _) = slice_facts(&built).unwrap();
                         index.delete_slice(&key);
+                        twin.delete_slice(&key);
                         slices.remove(&(namespace, slice));
                     }
                 }
@@ -239,6 +254,10 @@ proptest! {
                         with_slice(&mut fresh, built.clone());
                     }
                     prop_assert_eq!(&incremental, &from_scratch(&mut fresh, &template));
+                    prop_assert_eq!(
+                        published(&mut twin, &mut traefik_only),
+                        from_scratch_in(&mut fresh, &template, &[ObjectFormat::Traefik])
+                    );
                     let (backends, collisions) = fresh.backends(&template);
                     prop_assert_eq!(state.collisions(), collisions);
                     let (_, refused) = document::apply_address_policy(backends);

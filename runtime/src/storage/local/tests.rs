@@ -418,3 +418,28 @@ async fn a_remembered_etag_never_hides_another_write() {
     );
     assert_eq!(fs::read(tmp.path().join("k")).ok(), None);
 }
+
+#[tokio::test]
+async fn a_put_with_its_content_hash_gets_the_same_etag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = storage(tmp.path()).await;
+    let hash = ksd_shared::content_hash(b"one");
+    let outcome = s
+        .put_hashed(
+            "k",
+            b"one".to_vec(),
+            &hash,
+            &BTreeMap::new(),
+            PutCondition::IfAbsent,
+        )
+        .await
+        .unwrap();
+    let PutOutcome::Written { etag: Some(etag) } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(etag, s.list().await.unwrap()[0].etag);
+    assert!(matches!(
+        put(&s, "k", "two", PutCondition::IfMatch(etag)).await,
+        PutOutcome::Written { .. }
+    ));
+}
