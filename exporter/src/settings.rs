@@ -145,6 +145,12 @@ pub struct Args {
     #[arg(long, env = "ACK_INTERVAL", value_name = "DURATION", default_value = DEFAULT_ACK_INTERVAL)]
     pub ack_interval: String,
 
+    /// Record Kubernetes Events on the exported Services when a syncer's acknowledgement says
+    /// they are served, rejected or left out (kubectl describe service shows them); needs
+    /// ACK_INTERVAL and RBAC create and patch on events.k8s.io events
+    #[arg(long, env = "EVENTS", action = ArgAction::SetTrue, value_parser = parse_flag_value)]
+    pub events: bool,
+
     #[command(flatten)]
     pub storage: StorageArgs,
 
@@ -177,6 +183,8 @@ pub struct Settings {
     pub formats: Vec<ObjectFormat>,
     /// How often acknowledgements are read; `None` when reading is off.
     pub ack_interval: Option<Duration>,
+    /// Whether Events are recorded on the Services (needs `ack_interval`).
+    pub events: bool,
     pub storage_url: StorageUrl,
     pub s3: S3Options,
     pub admin_addr: SocketAddr,
@@ -281,6 +289,13 @@ impl Args {
             ));
         }
         let ack_interval = Some(ack_interval).filter(|d| !d.is_zero());
+        if self.events && ack_interval.is_none() {
+            return Err(SettingsError::new(
+                "EVENTS",
+                "events come from the syncers' acknowledgements: set ACK_INTERVAL to a \
+                 duration, not 0s",
+            ));
+        }
         let (storage_url, s3, storage_deprecations) = self.storage.resolve()?;
         deprecations.extend(storage_deprecations);
         let admin_addr = self.admin.resolve()?;
@@ -300,6 +315,7 @@ impl Args {
             heartbeat,
             formats,
             ack_interval,
+            events: self.events,
             storage_url,
             s3,
             admin_addr,
