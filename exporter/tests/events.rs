@@ -11,8 +11,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{Exporter, Harness, expect, exported, metric, syncer, wait_metrics};
-use ksd_testbed::process::wait_for;
-use ksd_testbed::slices::ready_pods;
+use k8s_openapi::api::core::v1::Service;
+use ksd_testbed::process::{Agent, wait_for};
+use ksd_testbed::slices::{Pod, ready_pods};
 use serde_json::Value;
 
 /// The Service's events in core `v1` form, as `kubectl describe` lists them: (type, reason,
@@ -115,8 +116,20 @@ const SERVED_STRICT: &str = "Served by syncer edge-strict as default-web-http";
 const REJECTED_STRICT: &str =
     "Syncer edge-strict rejected the document of cluster test-cluster (too_large)";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_say_which_syncer_serves_and_which_rejects() {
+/// A Service `web` exported with EVENTS=true, its large document published, and two syncers:
+/// edge-open, and edge-strict whose MAX_OBJECT_BYTES fits the small document only.
+struct Setup {
+    h: Harness,
+    web: Service,
+    uid: String,
+    exporter: Exporter,
+    small: Vec<Pod>,
+    large: Vec<Pod>,
+    _syncers: [Agent; 2],
+    _dirs: [tempfile::TempDir; 2],
+}
+
+async fn setup() -> Setup {
     let h = Harness::start("events").await;
     let web = exported("default", "web").port("http", 80, 8080).build();
     let uid = h.api.apply_typed(&web).unwrap()["metadata"]["uid"]
@@ -125,8 +138,7 @@ async fn events_say_which_syncer_serves_and_which_rejects() {
         .to_owned();
     let small = ready_pods("web", 2, Ipv4Addr::new(10, 0, 0, 1));
     h.api.set_endpoints(&web, &small).unwrap();
-    let exporter = h.spawn(&[], &[("ACK_INTERVAL", "1s"), ("EVENTS", "true")]);
-    let mut exporter = exporter;
+    let mut exporter = h.spawn(&[], &[("ACK_INTERVAL", "1s"), ("EVENTS", "true")]);
     h.wait_for_servers(
         &mut exporter,
         &expect(&[(
@@ -147,8 +159,8 @@ async fn events_say_which_syncer_serves_and_which_rejects() {
     .unwrap();
 
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let _open = syncer(&h, "edge-open", dirs[0].path(), &[]);
-    let _strict = syncer(
+    let open = syncer(&h, "edge-open", dirs[0].path(), &[]);
+    let strict = syncer(
         &h,
         "edge-strict",
         dirs[1].path(),
@@ -169,8 +181,26 @@ async fn events_say_which_syncer_serves_and_which_rejects() {
         ],
     )
     .await;
+    Setup {
+        h,
+        web,
+        uid,
+        exporter,
+        small,
+        large,
+        _syncers: [open, strict],
+        _dirs: dirs,
+    }
+}
+
+/// Served by edge-open, Rejected by edge-strict, in the API and in `kubectl describe`;
+/// returns the rejection's note.
+async fn served_and_rejected(s: &Setup) -> String {
+    let Setup {
+        h, exporter, uid, ..
+    } = s;
     let found = wait_for("the rejection's event", Duration::from_secs(60), || async {
-        let events = events_of(&h, "web", &uid).await;
+        let events = events_of(h, "web", uid).await;
         events
             .iter()
             .find(|(_, reason, _, _)| reason == "Rejected")
@@ -181,9 +211,9 @@ async fn events_say_which_syncer_serves_and_which_rejects() {
     assert!(found.starts_with(REJECTED_STRICT), "{found}");
     let rejected = found.as_str();
     wait_events(
-        &h,
-        &exporter,
-        &uid,
+        h,
+        exporter,
+        uid,
         "Served by edge-open, Rejected by edge-strict",
         &[
             ("Normal", "Served", SERVED_OPEN, 1),
@@ -191,19 +221,31 @@ async fn events_say_which_syncer_serves_and_which_rejects() {
         ],
     )
     .await;
-    let described = describe_events(&h, "web").await;
+    let described = describe_events(h, "web").await;
     let served_line = line_with(&described, SERVED_OPEN);
     assert!(served_line.contains("Normal") && served_line.contains("ksd-exporter"));
     let rejected_line = line_with(&described, "rejected the document");
     assert!(rejected_line.contains("Warning") && rejected_line.contains("too_large"));
 
-    // The document shrinks under edge-strict's limit: served by both. edge-open's state did
-    // not change, so it gets no new event.
-    h.api.set_endpoints(&web, &small).unwrap();
+    found
+}
+
+/// The document shrinks under edge-strict's limit: served by both. edge-open's state did not
+/// change, so it gets no new event.
+async fn served_by_both(s: &Setup, rejected: &str) {
+    let Setup {
+        h,
+        web,
+        uid,
+        exporter,
+        small,
+        ..
+    } = s;
+    h.api.set_endpoints(web, small).unwrap();
     wait_events(
-        &h,
-        &exporter,
-        &uid,
+        h,
+        exporter,
+        uid,
         "Served by both",
         &[
             ("Normal", "Served", SERVED_OPEN, 1),
@@ -213,7 +255,7 @@ async fn events_say_which_syncer_serves_and_which_rejects() {
     )
     .await;
     wait_metrics(
-        &exporter,
+        exporter,
         "both serve; three events recorded",
         &[
             (
@@ -232,19 +274,30 @@ async fn events_say_which_syncer_serves_and_which_rejects() {
         ],
     )
     .await;
+}
 
-    // Over the limit again: rejected, now while the small version is still served, which is
-    // a new state. Then small and large once more: both states recur, as the series of the
-    // events recorded for them.
+/// Over the limit again: rejected, now while the small version is still served, which is a
+/// new state. Then small and large once more: both states recur, as the series of the events
+/// recorded for them.
+async fn states_recur_as_series(s: &Setup, rejected: &str) {
+    let Setup {
+        h,
+        web,
+        uid,
+        exporter,
+        small,
+        large,
+        ..
+    } = s;
     let rejected_older = rejected.replace(
         "it serves none of this cluster's services",
         "it still serves an older version",
     );
-    h.api.set_endpoints(&web, &large).unwrap();
+    h.api.set_endpoints(web, large).unwrap();
     wait_events(
-        &h,
-        &exporter,
-        &uid,
+        h,
+        exporter,
+        uid,
         "rejected while an older version is served",
         &[
             ("Normal", "Served", SERVED_OPEN, 1),
@@ -254,11 +307,11 @@ async fn events_say_which_syncer_serves_and_which_rejects() {
         ],
     )
     .await;
-    h.api.set_endpoints(&web, &small).unwrap();
+    h.api.set_endpoints(web, small).unwrap();
     wait_events(
-        &h,
-        &exporter,
-        &uid,
+        h,
+        exporter,
+        uid,
         "served by edge-strict again, as a series",
         &[
             ("Normal", "Served", SERVED_OPEN, 1),
@@ -268,11 +321,11 @@ async fn events_say_which_syncer_serves_and_which_rejects() {
         ],
     )
     .await;
-    h.api.set_endpoints(&web, &large).unwrap();
+    h.api.set_endpoints(web, large).unwrap();
     wait_events(
-        &h,
-        &exporter,
-        &uid,
+        h,
+        exporter,
+        uid,
         "the same rejection again, as a series",
         &[
             ("Normal", "Served", SERVED_OPEN, 1),
@@ -282,7 +335,7 @@ async fn events_say_which_syncer_serves_and_which_rejects() {
         ],
     )
     .await;
-    let described = describe_events(&h, "web").await;
+    let described = describe_events(h, "web").await;
     assert!(
         line_with(&described, "still serves an older version").contains("(x2 over"),
         "{described}"
@@ -296,6 +349,14 @@ async fn events_say_which_syncer_serves_and_which_rejects() {
         None,
         "no write failed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_say_which_syncer_serves_and_which_rejects() {
+    let s = setup().await;
+    let rejected = served_and_rejected(&s).await;
+    served_by_both(&s, &rejected).await;
+    states_recur_as_series(&s, &rejected).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
