@@ -200,18 +200,61 @@ pub struct Settings {
 impl Args {
     /// Validates every value; the first bad one is reported naming its variable.
     pub fn validate(self) -> Result<Settings, SettingsError> {
-        let cluster = match self.cluster_name.as_deref().map(str::trim) {
-            None | Some("") => {
-                return Err(SettingsError::new(
-                    "CLUSTER_NAME",
-                    "it is required: a DNS label naming this cluster's objects, e.g. prod-eu-1",
-                ));
-            }
-            Some(raw) => ClusterName::parse(raw)
-                .map_err(|err| SettingsError::new("CLUSTER_NAME", name_error_message(err)))?,
+        let cluster = self.cluster()?;
+        let mut deprecations = Vec::new();
+        let label_selector = self.label_selector(&mut deprecations)?;
+
+        let namespaces = parse_namespaces(&self.namespaces)?;
+        let name_template = NameTemplate::parse(self.name_template.trim())
+            .map_err(|err| SettingsError::new("NAME_TEMPLATE", name_error_message(err)))?;
+
+        let (debounce, max_delay, heartbeat) = self.timings()?;
+        let formats = parse_formats(&self.output_formats)?;
+        let ack_interval = self.ack_interval()?;
+        let (storage_url, s3, storage_deprecations) = self.storage.resolve()?;
+        deprecations.extend(storage_deprecations);
+        let admin_addr = self.admin.resolve()?;
+        let leader_election = if self.leader_election {
+            Some(self.lease_settings()?)
+        } else {
+            None
         };
 
-        let mut deprecations = Vec::new();
+        Ok(Settings {
+            cluster,
+            label_selector,
+            namespaces,
+            name_template,
+            debounce,
+            max_delay,
+            heartbeat,
+            formats,
+            ack_interval,
+            events: self.events,
+            storage_url,
+            s3,
+            admin_addr,
+            log_format: self.log.log_format,
+            once: self.run.once,
+            dry_run: self.run.dry_run,
+            leader_election,
+            deprecations,
+        })
+    }
+
+    fn cluster(&self) -> Result<ClusterName, SettingsError> {
+        match self.cluster_name.as_deref().map(str::trim) {
+            None | Some("") => Err(SettingsError::new(
+                "CLUSTER_NAME",
+                "it is required: a DNS label naming this cluster's objects, e.g. prod-eu-1",
+            )),
+            Some(raw) => ClusterName::parse(raw)
+                .map_err(|err| SettingsError::new("CLUSTER_NAME", name_error_message(err))),
+        }
+    }
+
+    /// LABEL_SELECTOR, or the deprecated LABEL_FILTER.
+    fn label_selector(&self, deprecations: &mut Vec<Deprecation>) -> Result<String, SettingsError> {
         let label_selector = match (&self.label_selector, &self.label_filter) {
             (Some(selector), filter) => {
                 if filter.is_some() {
@@ -245,11 +288,11 @@ impl Args {
         };
         validate_label_selector(&label_selector)
             .map_err(|message| SettingsError::new("LABEL_SELECTOR", message))?;
+        Ok(label_selector)
+    }
 
-        let namespaces = parse_namespaces(&self.namespaces)?;
-        let name_template = NameTemplate::parse(self.name_template.trim())
-            .map_err(|err| SettingsError::new("NAME_TEMPLATE", name_error_message(err)))?;
-
+    /// DEBOUNCE, MAX_DELAY and HEARTBEAT_INTERVAL.
+    fn timings(&self) -> Result<(Duration, Duration, Duration), SettingsError> {
         let debounce = parse_duration_var("DEBOUNCE", &self.debounce)?;
         let max_delay = parse_duration_var("MAX_DELAY", &self.max_delay)?;
         if max_delay.is_zero() {
@@ -263,7 +306,7 @@ impl Args {
                 "MAX_DELAY",
                 format!(
                     "{} is shorter than DEBOUNCE ({}); the longest hold cannot be shorter than \
-                     the quiet window",
+                 the quiet window",
                     self.max_delay.trim(),
                     self.debounce.trim()
                 ),
@@ -277,7 +320,11 @@ impl Args {
             ));
         }
 
-        let formats = parse_formats(&self.output_formats)?;
+        Ok((debounce, max_delay, heartbeat))
+    }
+
+    /// ACK_INTERVAL (`None`: off), and that EVENTS has acknowledgements to read.
+    fn ack_interval(&self) -> Result<Option<Duration>, SettingsError> {
         let ack_interval = parse_duration_var("ACK_INTERVAL", &self.ack_interval)?;
         if !ack_interval.is_zero() && ack_interval < MIN_HEARTBEAT {
             return Err(SettingsError::new(
@@ -293,38 +340,10 @@ impl Args {
             return Err(SettingsError::new(
                 "EVENTS",
                 "events come from the syncers' acknowledgements: set ACK_INTERVAL to a \
-                 duration, not 0s",
+             duration, not 0s",
             ));
         }
-        let (storage_url, s3, storage_deprecations) = self.storage.resolve()?;
-        deprecations.extend(storage_deprecations);
-        let admin_addr = self.admin.resolve()?;
-        let leader_election = if self.leader_election {
-            Some(self.lease_settings()?)
-        } else {
-            None
-        };
-
-        Ok(Settings {
-            cluster,
-            label_selector,
-            namespaces,
-            name_template,
-            debounce,
-            max_delay,
-            heartbeat,
-            formats,
-            ack_interval,
-            events: self.events,
-            storage_url,
-            s3,
-            admin_addr,
-            log_format: self.log.log_format,
-            once: self.run.once,
-            dry_run: self.run.dry_run,
-            leader_election,
-            deprecations,
-        })
+        Ok(ack_interval)
     }
 
     fn lease_settings(&self) -> Result<crate::leader::LeaseSettings, SettingsError> {
