@@ -725,3 +725,121 @@ fn the_deploy_guide_json_examples_parse() {
         assert_eq!(value["Version"], json!("2012-10-17"), "{block}");
     }
 }
+
+/// `kubectl kustomize` of an overlay with the components added (kustomize takes only relative
+/// paths, so the temporary kustomization climbs to the repository root).
+fn render_with_components(overlay: &str, components: &[&str]) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let up: String = dir.path().components().skip(1).map(|_| "../").collect();
+    let relative = |p: &str| {
+        format!(
+            "{up}{}",
+            repo_path(p).display().to_string().trim_start_matches('/')
+        )
+    };
+    let mut text = format!("resources:\n  - {}\ncomponents:\n", relative(overlay));
+    for component in components {
+        text.push_str(&format!("  - {}\n", relative(component)));
+    }
+    std::fs::write(dir.path().join("kustomization.yaml"), text).unwrap();
+    render(dir.path())
+}
+
+/// The rules of a ClusterRole, as (group, resource) -> verbs.
+fn rules_of(role: &Value) -> BTreeMap<(String, String), BTreeSet<String>> {
+    let mut granted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for rule in role["rules"].as_array().expect("rules") {
+        assert!(
+            rule["resourceNames"].is_null() && rule["nonResourceURLs"].is_null(),
+            "unexpected rule {rule}"
+        );
+        let strings = |key: &str| -> Vec<String> {
+            rule[key]
+                .as_array()
+                .unwrap_or_else(|| panic!("rule without {key}: {rule}"))
+                .iter()
+                .map(|v| v.as_str().expect("string").to_owned())
+                .collect()
+        };
+        for group in strings("apiGroups") {
+            for resource in strings("resources") {
+                granted
+                    .entry((group.clone(), resource))
+                    .or_default()
+                    .extend(strings("verbs"));
+            }
+        }
+    }
+    granted
+}
+
+/// The events component: it builds onto every overlay, its objects validate, it sets
+/// EVENTS=true, and it grants exactly what the event recorder does: create and patch (the
+/// series) on events.k8s.io events, bound to the exporter's service account. The recorder's
+/// only read, the Service for its uid, is the base's `get` on services.
+#[test]
+fn the_events_component_grants_exactly_what_the_recorder_uses() {
+    let tool = require_tool(
+        "kubernetes-validate",
+        "`pip install kubernetes-validate` (it ships the Kubernetes JSON schemas)",
+    );
+    for (overlay, _) in overlays() {
+        let objects = render_with_components(
+            &format!("deploy/overlays/{overlay}"),
+            &["deploy/components/events"],
+        );
+        let environment = exporter_environment(&overlay, &objects);
+        assert_eq!(environment.get("EVENTS").map(String::as_str), Some("true"));
+        let roles = all_of_kind(&objects, "ClusterRole");
+        let events = roles
+            .iter()
+            .find(|r| name(r) == "ksd-exporter-events")
+            .unwrap_or_else(|| panic!("{overlay}: no ClusterRole ksd-exporter-events"));
+        let expected = BTreeMap::from([(
+            ("events.k8s.io".to_owned(), "events".to_owned()),
+            ["create", "patch"].map(String::from).into(),
+        )]);
+        assert_eq!(rules_of(events), expected, "{overlay}");
+        let base = roles
+            .iter()
+            .find(|r| name(r) == "ksd-exporter")
+            .unwrap_or_else(|| panic!("{overlay}: no ClusterRole ksd-exporter"));
+        assert!(
+            rules_of(base)[&(String::new(), "services".to_owned())].contains("get"),
+            "{overlay}"
+        );
+        let binding = all_of_kind(&objects, "ClusterRoleBinding")
+            .into_iter()
+            .find(|b| b["roleRef"]["name"] == "ksd-exporter-events")
+            .unwrap_or_else(|| panic!("{overlay}: ksd-exporter-events is not bound"));
+        let account = one_of_kind(&overlay, &objects, "ServiceAccount");
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": name(account), "namespace": NAMESPACE}]),
+            "{overlay}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rendered.yaml");
+        let stream: Vec<String> = objects
+            .iter()
+            .map(|o| serde_yaml::to_string(o).unwrap())
+            .collect();
+        std::fs::write(&path, stream.join("---\n")).unwrap();
+        let output = run(Command::new(&tool)
+            .args(["--strict", "--kubernetes-version", KUBERNETES_VERSION])
+            .arg(&path));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "{overlay}: {text}");
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("WARN") || l.starts_with("ERROR")),
+            "{overlay}: {text}"
+        );
+    }
+}

@@ -92,6 +92,9 @@ pub struct Reading {
     pub syncers: BTreeMap<SyncerName, SyncerView>,
 }
 
+/// Called with every completed reading.
+type Observer = Box<dyn FnMut(&Reading) + Send>;
+
 /// Reads the acknowledgements of every syncer about one cluster.
 pub struct AckReader {
     root: Storage,
@@ -102,6 +105,8 @@ pub struct AckReader {
     /// Acknowledgements already fetched, by file name: ETag and content.
     cache: BTreeMap<String, (String, Result<Acknowledgement, String>)>,
     last: Reading,
+    /// Called with every completed reading (the event recorder listens).
+    on_reading: Option<Observer>,
 }
 
 impl AckReader {
@@ -120,7 +125,14 @@ impl AckReader {
             metrics,
             cache: BTreeMap::new(),
             last: Reading::default(),
+            on_reading: None,
         })
+    }
+
+    /// Calls `observer` with every completed reading; it must not block.
+    pub fn on_reading(mut self, observer: impl FnMut(&Reading) + Send + 'static) -> AckReader {
+        self.on_reading = Some(Box::new(observer));
+        self
     }
 
     /// The last completed reading.
@@ -202,6 +214,9 @@ impl AckReader {
         self.cache.retain(|k, _| seen.contains(k));
         let reading = Reading { etag, syncers };
         self.report(&reading);
+        if let Some(observer) = &mut self.on_reading {
+            observer(&reading);
+        }
         self.last = reading;
         self.metrics.reads.inc();
         Ok(&self.last)

@@ -1,11 +1,14 @@
 //! From backends to the bytes that are published: one [`Output`] per configured format.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use ksd_shared::backend::{Backend, BackendsDocument};
 use ksd_shared::names::{ClusterName, ObjectFormat, object_key};
 use ksd_shared::policy::{self, Refusal};
 use ksd_shared::traefik::{self, DocumentError, TraefikVersion};
+
+use crate::publication::ServiceNames;
 
 /// One object to publish: its key (relative to the storage prefix), bytes and content hash.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +25,8 @@ pub struct Snapshot {
     pub outputs: Vec<Output>,
     pub backends: usize,
     pub servers: usize,
+    /// Each Service's Traefik service names in this snapshot.
+    pub services: Arc<ServiceNames>,
     /// The first change this snapshot carries, as the watches saw it (for the latency
     /// histogram); `None` for the initial state.
     pub first_change: Option<tokio::time::Instant>,
@@ -123,6 +128,7 @@ pub fn build(
         outputs,
         backends: backends.len(),
         servers: backends.iter().map(|b| b.targets.len()).sum(),
+        services: Arc::new(ServiceNames::from_backends(backends)),
         first_change: None,
     })
 }

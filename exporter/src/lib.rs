@@ -14,6 +14,8 @@
 //! - [`leader`]: leader election on a Lease, so that only one of several replicas writes;
 //! - [`acks`]: whether each named syncer serves this cluster's current document, read from
 //!   the syncers' acknowledgements in the bucket;
+//! - [`events`]: with `EVENTS=true`, Kubernetes Events on the Services saying what each
+//!   syncer does with them; [`publication`]: the Service names the publisher last published;
 //! - [`metrics`]: the Prometheus metrics;
 //! - [`settings`]: clap arguments validated into [`Settings`].
 //!
@@ -25,9 +27,11 @@ pub mod acks;
 pub mod annotations;
 pub mod debounce;
 pub mod document;
+pub mod events;
 pub mod index;
 pub mod leader;
 pub mod metrics;
+pub mod publication;
 pub mod publish;
 pub mod settings;
 pub mod watch;
@@ -100,6 +104,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     let metrics = Arc::new(Metrics::register(&mut registry));
     ksd_runtime::process::register(&mut registry);
     let ack_metrics = Arc::new(acks::AckMetrics::register(&mut registry));
+    let event_metrics = Arc::new(events::EventMetrics::register(&mut registry));
     let config = WatchConfig {
         label_selector: settings.label_selector.clone(),
         namespaces: settings.namespaces.clone(),
@@ -151,13 +156,20 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     info!(storage = %storage.describe(), "publishing to storage");
     let published = Arc::new(tokio::sync::Notify::new());
     let ack_storage = storage.clone();
-    let mut publisher = Publisher::new(
+    let publisher = Publisher::new(
         storage,
         settings.cluster.clone(),
         settings.heartbeat,
         metrics.clone(),
     )
     .notify_published(published.clone());
+    // With EVENTS, what was published goes to the event tracker.
+    let (published_tx, published_rx) = channel::channel(None);
+    let mut publisher = if settings.events {
+        publisher.report_published(published_tx)
+    } else {
+        publisher
+    };
 
     if settings.once {
         let result = match first_snapshot(&mut snapshots, &shutdown).await {
@@ -209,12 +221,24 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
                     url: settings.storage_url.to_string(),
                     source,
                 })?;
-            Some(tokio::spawn(acks::run(
-                reader,
-                interval,
-                published,
-                shutdown.clone(),
-            )))
+            let (reader, recorder) = if settings.events {
+                let (mut tracker, intents) = events::channel(published_rx, event_metrics.clone());
+                let recorder = events::recorder::Recorder::new(
+                    client.clone(),
+                    events::Reporter {
+                        cluster: settings.cluster.clone(),
+                        instance: events::reporting_instance(),
+                    },
+                    event_metrics,
+                );
+                info!("recording Events on the exported Services");
+                let task = tokio::spawn(events::recorder::run(recorder, intents, shutdown.clone()));
+                (reader.on_reading(move |r| tracker.observe(r)), Some(task))
+            } else {
+                (reader, None)
+            };
+            let task = tokio::spawn(acks::run(reader, interval, published, shutdown.clone()));
+            Some((task, recorder))
         }
         None => None,
     };
@@ -234,8 +258,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         "admin-server",
         ksd_runtime::fault::inject("admin-server", admin_task),
     );
-    if let Some(ack_task) = ack_task {
+    if let Some((ack_task, recorder)) = ack_task {
         tasks.add("acks", ksd_runtime::fault::inject("acks", ack_task));
+        if let Some(recorder) = recorder {
+            tasks.add("events", ksd_runtime::fault::inject("events", recorder));
+        }
     }
     // Every task runs until the shutdown; one that ends before it, or panics, takes the
     // process down (non-zero, naming it) so that Kubernetes restarts a zombie exporter. The

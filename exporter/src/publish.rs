@@ -31,6 +31,7 @@ use tracing::{error, info, warn};
 
 use crate::document::{Output, Snapshot};
 use crate::metrics::{Metrics, UploadOutcome};
+use crate::publication::Publication;
 
 /// First and longest delay between retries of a failed publish.
 const RETRY_INITIAL: Duration = Duration::from_millis(500);
@@ -86,6 +87,8 @@ pub struct Publisher {
     observed_change: Option<Instant>,
     /// Notified after each complete publish (the acknowledgement reader listens).
     published: Option<Arc<tokio::sync::Notify>>,
+    /// Told what was published after each complete publish (the event recorder reads it).
+    report: Option<watch::Sender<Option<Publication>>>,
 }
 
 impl Publisher {
@@ -104,6 +107,7 @@ impl Publisher {
             leadership: None,
             observed_change: None,
             published: None,
+            report: None,
         }
     }
 
@@ -132,6 +136,13 @@ impl Publisher {
         self
     }
 
+    /// Sends the Traefik object's ETag and the snapshot's Service names after each complete
+    /// publish.
+    pub fn report_published(mut self, report: watch::Sender<Option<Publication>>) -> Publisher {
+        self.report = Some(report);
+        self
+    }
+
     /// When the next heartbeat upload is due, if any object has been published.
     pub fn next_heartbeat(&self) -> Option<Instant> {
         self.objects
@@ -154,6 +165,15 @@ impl Publisher {
         {
             self.observed_change = Some(first);
             self.metrics.change_uploaded(first.elapsed().as_secs_f64());
+        }
+        if let Some(report) = &self.report {
+            let etag = snapshot
+                .output(ksd_shared::names::ObjectFormat::Traefik)
+                .and_then(|o| self.objects.get(&o.key)?.etag.clone());
+            report.send_replace(etag.map(|etag| Publication {
+                etag,
+                services: snapshot.services.clone(),
+            }));
         }
         if let Some(notify) = &self.published {
             notify.notify_one();
@@ -478,6 +498,7 @@ mod tests {
             outputs: vec![output(text)],
             backends: 0,
             servers: 0,
+            services: Default::default(),
             first_change: None,
         }
     }

@@ -145,6 +145,12 @@ pub struct Args {
     #[arg(long, env = "ACK_INTERVAL", value_name = "DURATION", default_value = DEFAULT_ACK_INTERVAL)]
     pub ack_interval: String,
 
+    /// Record Kubernetes Events on the exported Services when a syncer's acknowledgement says
+    /// they are served, rejected or left out (kubectl describe service shows them); needs
+    /// ACK_INTERVAL and RBAC create and patch on events.k8s.io events
+    #[arg(long, env = "EVENTS", action = ArgAction::SetTrue, value_parser = parse_flag_value)]
+    pub events: bool,
+
     #[command(flatten)]
     pub storage: StorageArgs,
 
@@ -177,6 +183,8 @@ pub struct Settings {
     pub formats: Vec<ObjectFormat>,
     /// How often acknowledgements are read; `None` when reading is off.
     pub ack_interval: Option<Duration>,
+    /// Whether Events are recorded on the Services (needs `ack_interval`).
+    pub events: bool,
     pub storage_url: StorageUrl,
     pub s3: S3Options,
     pub admin_addr: SocketAddr,
@@ -192,18 +200,61 @@ pub struct Settings {
 impl Args {
     /// Validates every value; the first bad one is reported naming its variable.
     pub fn validate(self) -> Result<Settings, SettingsError> {
-        let cluster = match self.cluster_name.as_deref().map(str::trim) {
-            None | Some("") => {
-                return Err(SettingsError::new(
-                    "CLUSTER_NAME",
-                    "it is required: a DNS label naming this cluster's objects, e.g. prod-eu-1",
-                ));
-            }
-            Some(raw) => ClusterName::parse(raw)
-                .map_err(|err| SettingsError::new("CLUSTER_NAME", name_error_message(err)))?,
+        let cluster = self.cluster()?;
+        let mut deprecations = Vec::new();
+        let label_selector = self.label_selector(&mut deprecations)?;
+
+        let namespaces = parse_namespaces(&self.namespaces)?;
+        let name_template = NameTemplate::parse(self.name_template.trim())
+            .map_err(|err| SettingsError::new("NAME_TEMPLATE", name_error_message(err)))?;
+
+        let (debounce, max_delay, heartbeat) = self.timings()?;
+        let formats = parse_formats(&self.output_formats)?;
+        let ack_interval = self.ack_interval()?;
+        let (storage_url, s3, storage_deprecations) = self.storage.resolve()?;
+        deprecations.extend(storage_deprecations);
+        let admin_addr = self.admin.resolve()?;
+        let leader_election = if self.leader_election {
+            Some(self.lease_settings()?)
+        } else {
+            None
         };
 
-        let mut deprecations = Vec::new();
+        Ok(Settings {
+            cluster,
+            label_selector,
+            namespaces,
+            name_template,
+            debounce,
+            max_delay,
+            heartbeat,
+            formats,
+            ack_interval,
+            events: self.events,
+            storage_url,
+            s3,
+            admin_addr,
+            log_format: self.log.log_format,
+            once: self.run.once,
+            dry_run: self.run.dry_run,
+            leader_election,
+            deprecations,
+        })
+    }
+
+    fn cluster(&self) -> Result<ClusterName, SettingsError> {
+        match self.cluster_name.as_deref().map(str::trim) {
+            None | Some("") => Err(SettingsError::new(
+                "CLUSTER_NAME",
+                "it is required: a DNS label naming this cluster's objects, e.g. prod-eu-1",
+            )),
+            Some(raw) => ClusterName::parse(raw)
+                .map_err(|err| SettingsError::new("CLUSTER_NAME", name_error_message(err))),
+        }
+    }
+
+    /// LABEL_SELECTOR, or the deprecated LABEL_FILTER.
+    fn label_selector(&self, deprecations: &mut Vec<Deprecation>) -> Result<String, SettingsError> {
         let label_selector = match (&self.label_selector, &self.label_filter) {
             (Some(selector), filter) => {
                 if filter.is_some() {
@@ -237,11 +288,11 @@ impl Args {
         };
         validate_label_selector(&label_selector)
             .map_err(|message| SettingsError::new("LABEL_SELECTOR", message))?;
+        Ok(label_selector)
+    }
 
-        let namespaces = parse_namespaces(&self.namespaces)?;
-        let name_template = NameTemplate::parse(self.name_template.trim())
-            .map_err(|err| SettingsError::new("NAME_TEMPLATE", name_error_message(err)))?;
-
+    /// DEBOUNCE, MAX_DELAY and HEARTBEAT_INTERVAL.
+    fn timings(&self) -> Result<(Duration, Duration, Duration), SettingsError> {
         let debounce = parse_duration_var("DEBOUNCE", &self.debounce)?;
         let max_delay = parse_duration_var("MAX_DELAY", &self.max_delay)?;
         if max_delay.is_zero() {
@@ -255,7 +306,7 @@ impl Args {
                 "MAX_DELAY",
                 format!(
                     "{} is shorter than DEBOUNCE ({}); the longest hold cannot be shorter than \
-                     the quiet window",
+                 the quiet window",
                     self.max_delay.trim(),
                     self.debounce.trim()
                 ),
@@ -269,7 +320,11 @@ impl Args {
             ));
         }
 
-        let formats = parse_formats(&self.output_formats)?;
+        Ok((debounce, max_delay, heartbeat))
+    }
+
+    /// ACK_INTERVAL (`None`: off), and that EVENTS has acknowledgements to read.
+    fn ack_interval(&self) -> Result<Option<Duration>, SettingsError> {
         let ack_interval = parse_duration_var("ACK_INTERVAL", &self.ack_interval)?;
         if !ack_interval.is_zero() && ack_interval < MIN_HEARTBEAT {
             return Err(SettingsError::new(
@@ -281,34 +336,14 @@ impl Args {
             ));
         }
         let ack_interval = Some(ack_interval).filter(|d| !d.is_zero());
-        let (storage_url, s3, storage_deprecations) = self.storage.resolve()?;
-        deprecations.extend(storage_deprecations);
-        let admin_addr = self.admin.resolve()?;
-        let leader_election = if self.leader_election {
-            Some(self.lease_settings()?)
-        } else {
-            None
-        };
-
-        Ok(Settings {
-            cluster,
-            label_selector,
-            namespaces,
-            name_template,
-            debounce,
-            max_delay,
-            heartbeat,
-            formats,
-            ack_interval,
-            storage_url,
-            s3,
-            admin_addr,
-            log_format: self.log.log_format,
-            once: self.run.once,
-            dry_run: self.run.dry_run,
-            leader_election,
-            deprecations,
-        })
+        if self.events && ack_interval.is_none() {
+            return Err(SettingsError::new(
+                "EVENTS",
+                "events come from the syncers' acknowledgements: set ACK_INTERVAL to a \
+             duration, not 0s",
+            ));
+        }
+        Ok(ack_interval)
     }
 
     fn lease_settings(&self) -> Result<crate::leader::LeaseSettings, SettingsError> {

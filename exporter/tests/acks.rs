@@ -7,14 +7,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Harness, expect, exported, http_get, metric};
+use common::{Harness, expect, exported, metric, syncer, wait_metrics};
 use ksd_runtime::storage::{PutCondition, Storage};
 use ksd_shared::names::ClusterName;
 use ksd_shared::status::{Acknowledgement, ClusterAck, ClusterState, SyncerName};
-use ksd_testbed::process::{Agent, wait_for};
+use ksd_testbed::process::wait_for;
 use ksd_testbed::slices::{Pod, ready_pods};
 
 fn now() -> u64 {
@@ -58,35 +57,6 @@ async fn etag(h: &Harness, root: &Storage) -> String {
         .find(|o| o.key == key)
         .map(|o| o.etag)
         .unwrap()
-}
-
-/// Waits until `/metrics` shows every `(series, value)` of `expected` (`None`: absent).
-async fn wait_metrics(
-    exporter: &mut common::Exporter,
-    what: &str,
-    expected: &[(&str, Option<f64>)],
-) {
-    let admin: SocketAddr = exporter.admin;
-    let expected: Vec<(String, Option<f64>)> = expected
-        .iter()
-        .map(|(s, v)| ((*s).to_owned(), *v))
-        .collect();
-    let result = wait_for(what, Duration::from_secs(30), || {
-        let expected = expected.clone();
-        async move {
-            for (series, value) in &expected {
-                if metric(admin, series).await != *value {
-                    return None;
-                }
-            }
-            Some(())
-        }
-    })
-    .await;
-    if let Err(err) = result {
-        let (_, body) = http_get(admin, "/metrics").await.unwrap_or_default();
-        panic!("{err}\n{body}\n{}", exporter.agent.logs());
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,7 +116,7 @@ async fn serving_metrics_follow_acknowledgements_and_new_documents() {
     )
     .await;
     wait_metrics(
-        &mut exporter,
+        &exporter,
         "edge-a served, edge-b and edge-c not, edge-d refused",
         &[
             ("ksd_exporter_syncer_serving{syncer=\"edge-a\"}", Some(1.0)),
@@ -186,7 +156,7 @@ async fn serving_metrics_follow_acknowledgements_and_new_documents() {
     let second = etag(&h, &root).await;
     assert_ne!(first, second);
     wait_metrics(
-        &mut exporter,
+        &exporter,
         "edge-a no longer serving the current version",
         &[("ksd_exporter_syncer_serving{syncer=\"edge-a\"}", Some(0.0))],
     )
@@ -201,7 +171,7 @@ async fn serving_metrics_follow_acknowledgements_and_new_documents() {
     .await;
     status.delete("edge-b.json").await.unwrap();
     wait_metrics(
-        &mut exporter,
+        &exporter,
         "edge-a serving again, edge-b gone",
         &[
             ("ksd_exporter_syncer_serving{syncer=\"edge-a\"}", Some(1.0)),
@@ -232,35 +202,6 @@ async fn a_bad_ack_interval_is_refused_at_start() {
     let logs = exporter.agent.logs();
     assert!(status.is_some_and(|s| !s.success()), "{logs}");
     assert!(logs.contains("ACK_INTERVAL"), "{logs}");
-}
-
-/// Starts a real `ksd-syncer` named `name` on the harness's prefix, writing into `dir`.
-fn syncer(h: &Harness, name: &str, dir: &std::path::Path, extra: &[(&str, &str)]) -> Agent {
-    let mut env = h.s3.env();
-    env.extend(
-        [
-            ("STORAGE_URL", h.s3.storage_url(&h.prefix)),
-            ("TRAEFIK_DIR", dir.display().to_string()),
-            ("POLL_INTERVAL", "200ms".to_owned()),
-            ("SYNCER_NAME", name.to_owned()),
-            (
-                "ADMIN_ADDR",
-                format!("127.0.0.1:{}", ksd_testbed::process::free_port()),
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v)),
-    );
-    for (k, v) in extra {
-        env.push(((*k).to_owned(), (*v).to_owned()));
-    }
-    Agent::spawn(
-        ksd_testbed::process::bin_path("ksd-syncer"),
-        &[] as &[&str],
-        env,
-        "ksd-syncer",
-    )
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,7 +236,7 @@ async fn two_real_syncers_one_rejecting_the_document() {
         &[("MAX_OBJECT_BYTES", &limit)],
     );
     wait_metrics(
-        &mut exporter,
+        &exporter,
         "both syncers serve the document",
         &[
             (
@@ -320,7 +261,7 @@ async fn two_real_syncers_one_rejecting_the_document() {
     .await
     .unwrap();
     wait_metrics(
-        &mut exporter,
+        &exporter,
         "edge-open serves, edge-strict rejects",
         &[
             (
@@ -352,7 +293,7 @@ async fn two_real_syncers_one_rejecting_the_document() {
     // Back under the limit: both serve again.
     h.api.set_endpoints(&web, &pods[..2]).unwrap();
     wait_metrics(
-        &mut exporter,
+        &exporter,
         "both serve the smaller document",
         &[
             (

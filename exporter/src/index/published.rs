@@ -170,6 +170,14 @@ impl Published {
             outputs,
             backends: self.backends,
             servers: self.servers,
+            services: std::sync::Arc::new(crate::publication::ServiceNames::from_names(
+                self.services.iter().map(|(key, entry)| {
+                    (
+                        key.clone(),
+                        entry.backends.iter().map(|b| b.name.clone()).collect(),
+                    )
+                }),
+            )),
             first_change: None,
         })
     }

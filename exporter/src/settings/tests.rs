@@ -35,6 +35,15 @@ fn defaults() {
     assert!(!s.once && !s.dry_run);
     assert!(s.leader_election.is_none());
     assert!(s.deprecations.is_empty());
+    assert!(!s.events);
+}
+
+#[test]
+fn events_need_the_acknowledgements() {
+    let s = settings(&["--cluster-name", "c", "--events"]).unwrap();
+    assert!(s.events);
+    let err = error(&["--cluster-name", "c", "--events", "--ack-interval", "0s"]);
+    assert!(err.to_string().starts_with("invalid EVENTS: "), "{err}");
 }
 
 #[test]
@@ -269,6 +278,8 @@ fn help_lists_every_variable() {
         "LEASE_RENEW_DEADLINE",
         "LEASE_RETRY_PERIOD",
         "LEASE_HOLDER_IDENTITY",
+        "ACK_INTERVAL",
+        "EVENTS",
     ] {
         assert!(
             help.contains(&format!("env: {variable}")),

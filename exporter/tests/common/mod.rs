@@ -306,3 +306,57 @@ pub async fn wait_for_metric(exporter: &Exporter, series: &str, value: f64) {
         );
     }
 }
+
+/// Waits until `/metrics` shows every `(series, value)` of `expected` (`None`: absent).
+pub async fn wait_metrics(exporter: &Exporter, what: &str, expected: &[(&str, Option<f64>)]) {
+    let admin: SocketAddr = exporter.admin;
+    let expected: Vec<(String, Option<f64>)> = expected
+        .iter()
+        .map(|(s, v)| ((*s).to_owned(), *v))
+        .collect();
+    let result = wait_for(what, Duration::from_secs(30), || {
+        let expected = expected.clone();
+        async move {
+            for (series, value) in &expected {
+                if metric(admin, series).await != *value {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+    if let Err(err) = result {
+        let (_, body) = http_get(admin, "/metrics").await.unwrap_or_default();
+        panic!("{err}\n{body}\n{}", exporter.agent.logs());
+    }
+}
+
+/// Starts a real `ksd-syncer` named `name` on the harness's prefix, writing into `dir`.
+pub fn syncer(h: &Harness, name: &str, dir: &std::path::Path, extra: &[(&str, &str)]) -> Agent {
+    let mut env = h.s3.env();
+    env.extend(
+        [
+            ("STORAGE_URL", h.s3.storage_url(&h.prefix)),
+            ("TRAEFIK_DIR", dir.display().to_string()),
+            ("POLL_INTERVAL", "200ms".to_owned()),
+            ("SYNCER_NAME", name.to_owned()),
+            (
+                "ADMIN_ADDR",
+                format!("127.0.0.1:{}", ksd_testbed::process::free_port()),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v)),
+    );
+    for (k, v) in extra {
+        env.push(((*k).to_owned(), (*v).to_owned()));
+    }
+    Agent::spawn(
+        ksd_testbed::process::bin_path("ksd-syncer"),
+        &[] as &[&str],
+        env,
+        "ksd-syncer",
+    )
+    .unwrap()
+}

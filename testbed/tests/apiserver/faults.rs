@@ -125,23 +125,11 @@ async fn converges(server: &TestApiServer, readers: &[&reflector::Store<Service>
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kube_runtime_reflector_recovers_from_every_fault() {
-    let options = ApiServerOptions::default().bookmark_interval(Duration::from_millis(200));
-    let server = TestApiServer::start_with(options).await.unwrap();
-    for i in 0..30 {
-        let labels = if i % 3 == 0 {
-            json!({})
-        } else {
-            json!({"export": "yes"})
-        };
-        server
-            .apply(svc_json(&format!("ns{}", i % 4), &format!("s{i}"), labels))
-            .unwrap();
-    }
-    let client = kube_client(&server).await;
+/// Two synced reflectors over the exported Services: one lists then watches (with small
+/// pages), one uses a streaming list.
+async fn start_reflectors(server: &TestApiServer) -> Vec<reflector::Store<Service>> {
+    let client = kube_client(server).await;
     let mut readers = Vec::new();
-    // One reflector lists then watches (with small pages), one uses a streaming list.
     for config in [
         watcher::Config::default().labels("export").page_size(7),
         watcher::Config::default()
@@ -166,6 +154,24 @@ async fn a_kube_runtime_reflector_recovers_from_every_fault() {
             .unwrap();
         readers.push(reader);
     }
+    readers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kube_runtime_reflector_recovers_from_every_fault() {
+    let options = ApiServerOptions::default().bookmark_interval(Duration::from_millis(200));
+    let server = TestApiServer::start_with(options).await.unwrap();
+    for i in 0..30 {
+        let labels = if i % 3 == 0 {
+            json!({})
+        } else {
+            json!({"export": "yes"})
+        };
+        server
+            .apply(svc_json(&format!("ns{}", i % 4), &format!("s{i}"), labels))
+            .unwrap();
+    }
+    let readers = start_reflectors(&server).await;
     let readers: Vec<&reflector::Store<Service>> = readers.iter().collect();
     converges(&server, &readers, "initial list").await;
 

@@ -220,7 +220,13 @@ async fn writes_follow_the_real_servers_rules() {
         .unwrap();
     assert!(applied.metadata.uid.is_some());
     assert!(server.get("svc", "shop", "api").is_some());
+}
 
+#[tokio::test]
+async fn errors_are_status_objects_and_deletes_cascade() {
+    let server = TestApiServer::start().await.unwrap();
+    let web = service("shop", "web").port("http", 80, 8080).build();
+    server.apply_typed(&web).unwrap();
     // Raw errors are Status objects.
     let raw = server.client();
     let missing = raw

@@ -219,39 +219,7 @@ fn default_service(object: &mut Value, store: &mut Store) {
     if spec.get("internalTrafficPolicy").is_none() {
         spec["internalTrafficPolicy"] = json!("Cluster");
     }
-    let mut families: Vec<String> = spec
-        .get("ipFamilies")
-        .and_then(Value::as_array)
-        .map(|f| {
-            f.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
-    if families.is_empty() {
-        families.push("IPv4".to_owned());
-    }
-    let policy = spec
-        .get("ipFamilyPolicy")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| {
-            if families.len() > 1 {
-                "RequireDualStack".to_owned()
-            } else {
-                "SingleStack".to_owned()
-            }
-        });
-    // This cluster is dual-stack: a Service that prefers or requires both families gets both.
-    if policy != "SingleStack" && families.len() == 1 {
-        let other = if families[0] == "IPv4" {
-            "IPv6"
-        } else {
-            "IPv4"
-        };
-        families.push(other.to_owned());
-    }
+    let (families, policy) = ip_families(spec);
     spec["ipFamilyPolicy"] = json!(policy);
     spec["ipFamilies"] = json!(families);
     let cluster_ip = spec
@@ -280,6 +248,44 @@ fn default_service(object: &mut Value, store: &mut Store) {
     if object.get("status").is_none() {
         object["status"] = json!({"loadBalancer": {}});
     }
+}
+
+/// The IP families and family policy of a Service's spec, defaulted as on a dual-stack
+/// cluster: a Service that prefers or requires both families gets both.
+fn ip_families(spec: &Value) -> (Vec<String>, String) {
+    let mut families: Vec<String> = spec
+        .get("ipFamilies")
+        .and_then(Value::as_array)
+        .map(|f| {
+            f.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if families.is_empty() {
+        families.push("IPv4".to_owned());
+    }
+    let policy = spec
+        .get("ipFamilyPolicy")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            if families.len() > 1 {
+                "RequireDualStack".to_owned()
+            } else {
+                "SingleStack".to_owned()
+            }
+        });
+    if policy != "SingleStack" && families.len() == 1 {
+        let other = if families[0] == "IPv4" {
+            "IPv6"
+        } else {
+            "IPv4"
+        };
+        families.push(other.to_owned());
+    }
+    (families, policy)
 }
 
 /// ClusterIPs are immutable; an update that omits them keeps the allocated ones.
