@@ -190,8 +190,9 @@ pub struct ClusterFacts<'a> {
     /// Consecutive listings without the cluster's object.
     pub missing_polls: u32,
     pub stale: bool,
-    /// The last good document and its server count.
-    pub good: Option<(&'a Document, usize)>,
+    /// The last good document and its server count. A new `Arc` is a new version: the status
+    /// tracker keeps what it derived from a document for as long as the same `Arc` is served.
+    pub good: Option<(&'a Arc<Document>, usize)>,
     /// Whether the good document is in the file (it is, unless stale).
     pub in_file: bool,
 }
@@ -599,7 +600,7 @@ impl State {
             good: state
                 .good
                 .as_ref()
-                .map(|good| (&*good.document, good.servers)),
+                .map(|good| (&good.document, good.servers)),
             in_file: !state.stale && state.good.is_some(),
         })
     }

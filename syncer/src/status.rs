@@ -20,6 +20,7 @@ mod explain;
 mod page;
 mod tracker;
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ksd_shared::status::{ClusterState, LeftOut};
@@ -72,8 +73,11 @@ pub struct ClusterStatus {
     pub served_etag: Option<String>,
     /// Servers of this cluster in the file.
     pub servers: u64,
-    /// Services of this cluster in the file, with their servers.
-    pub services: Vec<ServiceStatus>,
+    /// Services of this cluster in the file, with their servers. Shared between snapshots for
+    /// as long as the cluster's served document (and what the guard refused of it) is the same:
+    /// taking a snapshot costs the clusters that changed, not every cluster's every server.
+    #[serde(with = "shared_list")]
+    pub services: Arc<Vec<ServiceStatus>>,
     /// Services of the cluster's document left out of the file, with the reason.
     pub left_out: Vec<LeftOut>,
 }
@@ -140,6 +144,26 @@ pub struct ClusterLeftOut {
     pub cluster: String,
     pub state: ClusterState,
     pub reason: String,
+}
+
+/// (De)serializes an `Arc<Vec<T>>` as the plain list.
+mod shared_list {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(
+        list: &Arc<Vec<T>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        list.as_slice().serialize(serializer)
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Arc<Vec<T>>, D::Error> {
+        Vec::deserialize(deserializer).map(Arc::new)
+    }
 }
 
 fn unix(t: SystemTime) -> u64 {

@@ -160,7 +160,7 @@ fn clusters_table(h: &mut String, snapshot: &Snapshot) {
 fn services_table(h: &mut String, snapshot: &Snapshot) {
     h.push_str("<h2>Services</h2>\n<table>\n<tr><th>service</th><th>cluster</th><th>protocol</th><th>servers</th></tr>\n");
     for c in &snapshot.clusters {
-        for s in &c.services {
+        for s in c.services.iter() {
             let _ = writeln!(
                 h,
                 "<tr><td><a href=\"/status/services/{n}\">{n}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",

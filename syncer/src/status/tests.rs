@@ -24,11 +24,11 @@ fn sample() -> Snapshot {
                 line: Some(4),
                 served_etag: Some("\"e1\"".into()),
                 servers: 1,
-                services: vec![ServiceStatus {
+                services: Arc::new(vec![ServiceStatus {
                     name: "default-web-80".into(),
                     protocol: "http".into(),
                     servers: vec!["http://10.0.0.1:80".into()],
-                }],
+                }]),
                 ..ClusterStatus::default()
             },
             ClusterStatus {
@@ -38,11 +38,11 @@ fn sample() -> Snapshot {
                 state: ClusterState::Served,
                 served_etag: Some("\"f1\"".into()),
                 servers: 2,
-                services: vec![ServiceStatus {
+                services: Arc::new(vec![ServiceStatus {
                     name: "default-web-80".into(),
                     protocol: "http".into(),
                     servers: vec!["http://10.1.0.1:80".into(), "http://10.1.0.2:80".into()],
-                }],
+                }]),
                 ..ClusterStatus::default()
             },
         ],
@@ -123,4 +123,148 @@ fn lines_are_read_from_messages() {
     assert_eq!(line_of("mapping error at line 12, column 3"), Some(12));
     assert_eq!(line_of("Line 3: bad"), Some(3));
     assert_eq!(line_of("no position"), None);
+}
+
+/// A state with clusters `a` and `b`, each exporting `web` with one server, both in the file.
+mod tracked {
+    use std::time::{Duration, Instant, SystemTime};
+
+    use ksd_runtime::storage::ObjectInfo;
+    use ksd_shared::names::ClusterName;
+    use ksd_shared::policy::Refusal;
+
+    use crate::guard::{Exclusion, Kind};
+    use crate::state::{FetchOutcome, Policy, State};
+    use crate::status::{ServiceStatus, Tracker};
+
+    fn policy() -> Policy {
+        Policy {
+            confirm_polls: 3,
+            stale_after: None,
+            max_object_bytes: 4096,
+        }
+    }
+
+    fn document(servers: &[&str]) -> Vec<u8> {
+        let mut text =
+            "http:\n  services:\n    web:\n      loadBalancer:\n        servers:\n".to_owned();
+        for server in servers {
+            text.push_str(&format!("          - url: \"http://{server}:80\"\n"));
+        }
+        text.into_bytes()
+    }
+
+    /// Lists `objects` (cluster, ETag, servers) and fetches every changed one.
+    fn cycle(state: &mut State, objects: &[(&str, &str, &[&str])]) {
+        let listing: Vec<ObjectInfo> = objects
+            .iter()
+            .map(|(cluster, etag, _)| ObjectInfo {
+                key: format!("{cluster}.traefik.yaml"),
+                etag: format!("\"{etag}\""),
+                size: 100,
+                last_modified: Some(SystemTime::UNIX_EPOCH),
+            })
+            .collect();
+        let plan = state.plan(&listing, &policy());
+        let fetched = plan
+            .iter()
+            .map(|request| {
+                let (_, etag, servers) = objects
+                    .iter()
+                    .find(|(cluster, _, _)| request.cluster.as_str() == *cluster)
+                    .unwrap();
+                let outcome = FetchOutcome::Object {
+                    bytes: document(servers),
+                    etag: format!("\"{etag}\""),
+                };
+                (request.cluster.clone(), outcome)
+            })
+            .collect();
+        state.apply(&listing, fetched, &policy(), Instant::now());
+    }
+
+    fn services<'a>(snapshot: &'a crate::status::Snapshot, cluster: &str) -> &'a [ServiceStatus] {
+        let found = snapshot
+            .clusters
+            .iter()
+            .find(|c| c.name == cluster)
+            .unwrap();
+        &found.services
+    }
+
+    fn servers(snapshot: &crate::status::Snapshot, cluster: &str) -> Vec<String> {
+        services(snapshot, cluster)
+            .iter()
+            .flat_map(|s| s.servers.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_clusters_services_follow_its_document_and_refusals_only() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        let mut state = State::new();
+        let mut tracker = Tracker::new(None);
+        cycle(
+            &mut state,
+            &[("a", "a1", &["10.0.0.1"]), ("b", "b1", &["10.1.0.1"])],
+        );
+        let first = tracker.snapshot(&state, now);
+        assert_eq!(servers(&first, "a"), ["http://10.0.0.1:80"]);
+        assert_eq!(servers(&first, "b"), ["http://10.1.0.1:80"]);
+
+        // b's server moves; a's list is the one already built, b's is new.
+        cycle(
+            &mut state,
+            &[("a", "a1", &["10.0.0.1"]), ("b", "b2", &["10.1.0.2"])],
+        );
+        let second = tracker.snapshot(&state, now);
+        let a = |s: &crate::status::Snapshot| {
+            s.clusters
+                .iter()
+                .find(|c| c.name == "a")
+                .unwrap()
+                .services
+                .clone()
+        };
+        assert!(std::sync::Arc::ptr_eq(&a(&first), &a(&second)));
+        assert_eq!(servers(&second, "b"), ["http://10.1.0.2:80"]);
+        let b = second.clusters.iter().find(|c| c.name == "b").unwrap();
+        assert_eq!(b.servers, 1);
+
+        // The same document with a server refused: the refused server is not listed.
+        cycle(
+            &mut state,
+            &[
+                ("a", "a2", &["10.0.0.1", "127.0.0.1"]),
+                ("b", "b2", &["10.1.0.2"]),
+            ],
+        );
+        let refusal = Exclusion::Server {
+            cluster: ClusterName::parse("a").unwrap(),
+            kind: Kind::Http,
+            service: "web".to_owned(),
+            server: "http://127.0.0.1:80".to_owned(),
+            reason: Refusal::Loopback,
+        };
+        tracker.observe_exclusions(std::slice::from_ref(&refusal), &state);
+        let third = tracker.snapshot(&state, now);
+        assert_eq!(servers(&third, "a"), ["http://10.0.0.1:80"]);
+        let a_status = third.clusters.iter().find(|c| c.name == "a").unwrap();
+        assert_eq!(a_status.servers, 1);
+
+        // The refusal lifted (the policy changed with the same document): listed again.
+        tracker.observe_exclusions(&[], &state);
+        let fourth = tracker.snapshot(&state, now);
+        assert_eq!(
+            servers(&fourth, "a"),
+            ["http://10.0.0.1:80", "http://127.0.0.1:80"]
+        );
+
+        // A cluster gone from the state is gone from the snapshot.
+        for _ in 0..policy().confirm_polls {
+            cycle(&mut state, &[("b", "b2", &["10.1.0.2"])]);
+        }
+        let fifth = tracker.snapshot(&state, now);
+        assert!(fifth.clusters.iter().all(|c| c.name != "a"), "{fifth:?}");
+    }
 }

@@ -45,8 +45,10 @@ pub struct Tracker {
     rejections: BTreeMap<ClusterName, String>,
     /// What the guard left out of the file in the last composition, per cluster.
     left_out: BTreeMap<ClusterName, Vec<LeftOut>>,
-    /// The servers the address policy refused, per cluster: `(service, server)`.
-    refused: BTreeMap<ClusterName, BTreeSet<(String, String)>>,
+    /// The servers the address policy refused, per cluster and service.
+    refused: BTreeMap<ClusterName, Refused>,
+    /// The services each served cluster puts in the snapshot.
+    served: BTreeMap<ClusterName, ServedServices>,
     output: Option<OutputStatus>,
     tx: watch::Sender<Arc<Snapshot>>,
 }
@@ -64,6 +66,7 @@ impl Tracker {
             rejections: BTreeMap::new(),
             left_out: BTreeMap::new(),
             refused: BTreeMap::new(),
+            served: BTreeMap::new(),
             output: None,
             tx,
         }
@@ -74,7 +77,7 @@ impl Tracker {
     /// that cluster; a union pool on every cluster in `state` that exports the name).
     pub fn observe_exclusions(&mut self, excluded: &[Exclusion], state: &State) {
         let mut left_out: BTreeMap<ClusterName, Vec<LeftOut>> = BTreeMap::new();
-        let mut refused: BTreeMap<ClusterName, BTreeSet<(String, String)>> = BTreeMap::new();
+        let mut refused: BTreeMap<ClusterName, Refused> = BTreeMap::new();
         for exclusion in excluded {
             match exclusion {
                 Exclusion::Server {
@@ -87,7 +90,9 @@ impl Tracker {
                     refused
                         .entry(cluster.clone())
                         .or_default()
-                        .insert((service.clone(), server.clone()));
+                        .entry(service.clone())
+                        .or_default()
+                        .insert(server.clone());
                     left_out.entry(cluster.clone()).or_default().push(LeftOut {
                         service: service.clone(),
                         reason: "address_policy".to_owned(),
@@ -221,15 +226,14 @@ impl Tracker {
     /// Builds the snapshot from the state and what was observed, and hands it to the status
     /// page and the acknowledgement writer.
     pub fn publish(&mut self, state: &State, now: SystemTime) {
-        let snapshot = self.snapshot(state, now);
+        let mut snapshot = self.snapshot(state, now);
         self.tx.send_if_modified(|current| {
-            let same = Snapshot {
-                taken_at: current.taken_at,
-                ..snapshot.clone()
-            } == **current;
-            if same {
+            // The same facts at another time are not news.
+            snapshot.taken_at = current.taken_at;
+            if snapshot == **current {
                 false
             } else {
+                snapshot.taken_at = unix(now);
                 *current = Arc::new(snapshot);
                 true
             }
@@ -237,7 +241,8 @@ impl Tracker {
     }
 
     /// The one place the state's facts become a [`Snapshot`].
-    pub fn snapshot(&self, state: &State, now: SystemTime) -> Snapshot {
+    pub fn snapshot(&mut self, state: &State, now: SystemTime) -> Snapshot {
+        self.refresh_served(state);
         let clusters = state
             .cluster_facts()
             .map(|facts| self.cluster_status(&facts))
@@ -301,24 +306,66 @@ impl Tracker {
         }
     }
 
+    /// Brings [`Tracker::served`] up to date with `state`: a cluster's services are listed
+    /// again only when its served document or what the guard refused of it changed.
+    fn refresh_served(&mut self, state: &State) {
+        let mut served = BTreeMap::new();
+        for facts in state.cluster_facts() {
+            let Some((document, _)) = facts.good.filter(|_| facts.in_file) else {
+                continue;
+            };
+            let refused = self.refused.get(facts.cluster);
+            let kept = self.served.remove(facts.cluster).filter(|before| {
+                Arc::ptr_eq(&before.document, document)
+                    && Some(&before.refused).filter(|r| !r.is_empty()) == refused
+            });
+            let entry = kept.unwrap_or_else(|| ServedServices::new(document, refused));
+            served.insert(facts.cluster.clone(), entry);
+        }
+        self.served = served;
+    }
+
     /// The cluster's services in the file and their number of servers: none unless its good
     /// document is in the file.
-    fn services_in_file(&self, facts: &ClusterFacts<'_>) -> (Vec<ServiceStatus>, u64) {
-        match facts.good {
-            Some((document, _)) if facts.in_file => {
-                let mut services = services_of(document);
-                // Servers the address policy refused are not in the file.
-                if let Some(refused) = self.refused.get(facts.cluster) {
-                    for service in &mut services {
-                        service.servers.retain(|server| {
-                            !refused.contains(&(service.name.clone(), server.clone()))
-                        });
-                    }
+    fn services_in_file(&self, facts: &ClusterFacts<'_>) -> (Arc<Vec<ServiceStatus>>, u64) {
+        match self.served.get(facts.cluster) {
+            Some(served) if facts.in_file => (Arc::clone(&served.services), served.servers),
+            _ => (Arc::default(), 0),
+        }
+    }
+}
+
+/// The servers the address policy refused on one cluster: service name → servers.
+type Refused = BTreeMap<String, BTreeSet<String>>;
+
+/// What one served cluster puts in the snapshot, kept for as long as the same document (the
+/// same `Arc`) is served with the same refusals.
+#[derive(Debug)]
+struct ServedServices {
+    /// Held so that the pointer comparison cannot match a later document at the same address.
+    document: Arc<Document>,
+    refused: Refused,
+    services: Arc<Vec<ServiceStatus>>,
+    servers: u64,
+}
+
+impl ServedServices {
+    fn new(document: &Arc<Document>, refused: Option<&Refused>) -> ServedServices {
+        let mut services = services_of(document);
+        // Servers the address policy refused are not in the file.
+        if let Some(refused) = refused {
+            for service in &mut services {
+                if let Some(servers) = refused.get(&service.name) {
+                    service.servers.retain(|server| !servers.contains(server));
                 }
-                let servers = services.iter().map(|s| s.servers.len() as u64).sum();
-                (services, servers)
             }
-            _ => (Vec::new(), 0),
+        }
+        let servers = services.iter().map(|s| s.servers.len() as u64).sum();
+        ServedServices {
+            document: Arc::clone(document),
+            refused: refused.cloned().unwrap_or_default(),
+            services: Arc::new(services),
+            servers,
         }
     }
 }
