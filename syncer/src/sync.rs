@@ -544,7 +544,10 @@ impl Syncer {
                 }
                 Wake::OutputChanged => {
                     drain(output_watch.as_mut().map(|w| &mut w.events));
-                    self.check_output(true).await;
+                    let in_place = output_watch
+                        .as_ref()
+                        .is_some_and(OutputWatch::take_in_place);
+                    self.check_output(in_place).await;
                 }
                 Wake::Events(batch) => self.on_events(batch, shutdown).await,
             }

@@ -277,6 +277,31 @@ async fn the_output_file_is_restored_when_deleted_or_edited_and_other_files_are_
         .wait_file("restored after edit", |t| t.as_bytes() == good.as_slice())
         .await;
 
+    // Edited in place to the same size, with the modification time put back: nothing in the
+    // file's metadata tells it apart, the write event does.
+    let edited = String::from_utf8(good.clone())
+        .unwrap()
+        .replace("10.0.0.1", "10.0.0.9");
+    assert_eq!(edited.len(), good.len());
+    let modified = std::fs::metadata(&syncer.output)
+        .unwrap()
+        .modified()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&syncer.output)
+            .unwrap();
+        file.write_all(edited.as_bytes()).unwrap();
+        file.set_modified(modified).unwrap();
+    }
+    syncer
+        .wait_file("restored after a same-size edit in place", |t| {
+            t.as_bytes() == good.as_slice()
+        })
+        .await;
+
     // Replaced by rename, as editors save.
     let other = traefik_dir.join("edit.tmp");
     std::fs::write(&other, "# mine now\n").unwrap();
@@ -285,13 +310,13 @@ async fn the_output_file_is_restored_when_deleted_or_edited_and_other_files_are_
         .wait_file("restored after rename", |t| t.as_bytes() == good.as_slice())
         .await;
 
-    syncer.wait_metric("ksd_syncer_restores_total", 3.0).await;
+    syncer.wait_metric("ksd_syncer_restores_total", 4.0).await;
     assert_eq!(
         std::fs::read_to_string(&main_yml).unwrap(),
         "http:\n  routers: {}\n"
     );
     assert_eq!(mtime(&main_yml), main_mtime);
-    assert!(syncer.log_count("restored") >= 3);
+    assert!(syncer.log_count("restored") >= 4);
     let leftovers: Vec<_> = std::fs::read_dir(&traefik_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -3,11 +3,13 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use ksd_runtime::error_chain;
 use ksd_shared::names::ClusterName;
-use notify::event::{AccessKind, AccessMode};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -22,11 +24,21 @@ use crate::{Error, Result};
 pub(super) struct OutputWatch {
     _watcher: RecommendedWatcher,
     pub(super) events: mpsc::Receiver<()>,
+    /// Set when an event may have changed the file without replacing it (a write in place, or
+    /// a lost event): the file is then read, as a change in place within one tick of the
+    /// filesystem clock keeps its fingerprint. Our own writes replace the file (a rename), which
+    /// changes the inode, so their echo costs a `stat`, not a read of the whole file.
+    in_place: Arc<AtomicBool>,
     dir: PathBuf,
     identity: (u64, u64),
 }
 
 impl OutputWatch {
+    /// Whether the events since the last call may have changed the file in place.
+    pub(super) fn take_in_place(&self) -> bool {
+        self.in_place.swap(false, Ordering::AcqRel)
+    }
+
     /// False once the directory was removed or replaced: inotify watches the inode, so the
     /// watch has to be set up again on the new one.
     pub(super) fn is_current(&self) -> bool {
@@ -87,17 +99,25 @@ impl Syncer {
         let identity = dir_identity(&dir)?;
         let target = output.clone();
         let watched = dir.clone();
+        let in_place = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&in_place);
         // Events on the directory itself (removed, moved away) wake the loop too, so the watch
         // is set up again on its replacement.
         match watch_dir(&dir, move |event| {
-            event
-                .paths
-                .iter()
-                .any(|path| target.is_target(path) || *path == watched)
+            let Some(event) = event else {
+                flag.store(true, Ordering::Release);
+                return true;
+            };
+            let on_target = event.paths.iter().any(|path| target.is_target(path));
+            if on_target && may_change_in_place(&event.kind) {
+                flag.store(true, Ordering::Release);
+            }
+            on_target || event.paths.iter().any(|path| *path == watched)
         }) {
             Ok((watcher, events)) => Some(OutputWatch {
                 _watcher: watcher,
                 events,
+                in_place,
                 dir,
                 identity,
             }),
@@ -247,16 +267,17 @@ pub(super) fn ensure(
 
 /// A non-recursive watch of `dir` that signals (coalesced into one pending signal) every event
 /// `relevant` keeps. Opens and reads are never relevant: the syncer's own reads would wake it.
+/// `relevant` is asked with `None` for an overflowed queue or a broken watch (events may have
+/// been lost), and should keep it.
 pub(super) fn watch_dir(
     dir: &Path,
-    relevant: impl Fn(&notify::Event) -> bool + Send + 'static,
+    relevant: impl Fn(Option<&notify::Event>) -> bool + Send + 'static,
 ) -> Result<(RecommendedWatcher, mpsc::Receiver<()>)> {
     let (tx, rx) = mpsc::channel(1);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let wake = match event {
-            Ok(event) => !is_read_only_access(&event.kind) && relevant(&event),
-            // An overflowed queue or a broken watch: check, in case something was missed.
-            Err(_) => true,
+            Ok(event) => !is_read_only_access(&event.kind) && relevant(Some(&event)),
+            Err(_) => relevant(None),
         };
         if wake {
             // Full means a signal is already pending, which is all we need.
@@ -274,6 +295,18 @@ pub(super) fn watch_error(dir: &Path, source: notify::Error) -> Error {
     Error::Watch {
         path: PathBuf::from(dir),
         source,
+    }
+}
+
+/// Whether an event may stand for a change of the file's bytes that keeps its inode (a write
+/// in place, a truncation). Creations, removals and renames change what the path points at,
+/// which the fingerprint (device, inode, size, mtime) tells without reading.
+fn may_change_in_place(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Create(_) | EventKind::Remove(_) => false,
+        EventKind::Modify(ModifyKind::Name(_)) => false,
+        EventKind::Access(access) => matches!(access, AccessKind::Close(AccessMode::Write)),
+        EventKind::Modify(_) | EventKind::Any | EventKind::Other => true,
     }
 }
 
