@@ -8,6 +8,12 @@ use ksd_runtime::healthcheck;
 use ksd_runtime::{shutdown, telemetry};
 use ksd_syncer::settings::{Args, Settings};
 
+/// mimalloc rather than the system allocator: the syncer replaces multi-megabyte buffers and
+/// many small per-service values on every change, and glibc's arenas keep the freed memory
+/// (resident memory grew with the number of changes); mimalloc returns it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `ksd-syncer explain NAME`: asks a running syncer's admin port about one Traefik service.
 #[derive(Debug, clap::Parser)]
 #[command(

@@ -125,7 +125,8 @@ impl Blocks {
     /// [`super::render`] writes for these services with this `header`.
     pub fn assemble_into(&self, header: &str, out: &mut String) {
         out.clear();
-        out.reserve(self.bytes + header.len() + 64);
+        // Exact: a reused buffer only just too small would otherwise double.
+        out.reserve_exact(self.bytes + header.len() + 64);
         push_header(out, header);
         if self.is_empty() {
             push_no_services(out);
