@@ -76,129 +76,126 @@ pub fn parse<'a, I>(annotations: I) -> (ServiceOptions, Vec<Problem>)
 where
     I: IntoIterator<Item = (&'a str, &'a str)>,
 {
-    let mut options = ServiceOptions::default();
-    let mut problems = Vec::new();
-    let mut sticky: Option<StickyCookie> = None;
-    let mut sticky_attributes: Vec<(&str, StickyAttribute)> = Vec::new();
-    let mut health_path: Option<HealthPath> = None;
-    let mut health_interval: Option<(&str, ProbeDuration)> = None;
-    let mut health_timeout: Option<(&str, ProbeDuration)> = None;
-
+    let mut reading = Reading::default();
     for (key, raw) in annotations {
         let Some(name) = key.strip_prefix(PREFIX) else {
             continue;
         };
-        let value = raw.trim();
-        let mut problem = |reason: String| {
-            problems.push(Problem {
-                annotation: key.to_owned(),
-                reason,
-            })
-        };
+        if let Err(reason) = reading.read(key, name, raw.trim()) {
+            reading.problem(key, reason);
+        }
+    }
+    reading.finish()
+}
+
+/// The annotations read so far; options that need another annotation (a cookie's attributes,
+/// a health check's timings) wait for the end.
+#[derive(Default)]
+struct Reading<'a> {
+    options: ServiceOptions,
+    problems: Vec<Problem>,
+    sticky: Option<StickyCookie>,
+    sticky_attributes: Vec<(&'a str, StickyAttribute)>,
+    health_path: Option<HealthPath>,
+    health_interval: Option<(&'a str, ProbeDuration)>,
+    health_timeout: Option<(&'a str, ProbeDuration)>,
+}
+
+impl<'a> Reading<'a> {
+    fn problem(&mut self, key: &str, reason: String) {
+        self.problems.push(Problem {
+            annotation: key.to_owned(),
+            reason,
+        });
+    }
+
+    /// One annotation: `key` in full, `name` without the prefix.
+    fn read(&mut self, key: &'a str, name: &str, value: &str) -> Result<(), String> {
+        let options = &mut self.options;
         match name {
-            SCHEME => match parse_scheme(value) {
-                Ok(scheme) => options.scheme = Some(scheme),
-                Err(reason) => problem(reason),
-            },
-            TCP_PORTS => match parse_port_list(value) {
-                Ok(ports) => options.tcp_ports = ports,
-                Err(reason) => problem(reason),
-            },
-            EXCLUDE_PORTS => match parse_port_list(value) {
-                Ok(ports) => options.exclude_ports = ports,
-                Err(reason) => problem(reason),
-            },
-            PASS_HOST_HEADER => match parse_bool(value) {
-                Ok(pass) => options.http.pass_host_header = Some(pass),
-                Err(reason) => problem(reason),
-            },
-            STICKY_COOKIE => match parse_sticky(value) {
-                Ok(cookie) => sticky = cookie,
-                Err(reason) => problem(reason),
-            },
-            STICKY_COOKIE_SECURE => match parse_bool(value) {
-                Ok(on) => sticky_attributes.push((key, StickyAttribute::Secure(on))),
-                Err(reason) => problem(reason),
-            },
-            STICKY_COOKIE_HTTP_ONLY => match parse_bool(value) {
-                Ok(on) => sticky_attributes.push((key, StickyAttribute::HttpOnly(on))),
-                Err(reason) => problem(reason),
-            },
-            STICKY_COOKIE_SAME_SITE => match parse_same_site(value) {
-                Ok(same_site) => {
-                    sticky_attributes.push((key, StickyAttribute::SameSite(same_site)))
-                }
-                Err(reason) => problem(reason),
-            },
-            HEALTH_CHECK_PATH => match parse_path(value) {
-                Ok(path) => health_path = Some(path),
-                Err(reason) => problem(reason),
-            },
-            HEALTH_CHECK_INTERVAL => match parse_probe_duration(value) {
-                Ok(d) => health_interval = Some((key, d)),
-                Err(reason) => problem(reason),
-            },
-            HEALTH_CHECK_TIMEOUT => match parse_probe_duration(value) {
-                Ok(d) => health_timeout = Some((key, d)),
-                Err(reason) => problem(reason),
-            },
+            SCHEME => options.scheme = Some(parse_scheme(value)?),
+            TCP_PORTS => options.tcp_ports = parse_port_list(value)?,
+            EXCLUDE_PORTS => options.exclude_ports = parse_port_list(value)?,
+            PASS_HOST_HEADER => options.http.pass_host_header = Some(parse_bool(value)?),
+            STICKY_COOKIE => self.sticky = parse_sticky(value)?,
+            STICKY_COOKIE_SECURE => {
+                let on = parse_bool(value)?;
+                self.sticky_attributes
+                    .push((key, StickyAttribute::Secure(on)));
+            }
+            STICKY_COOKIE_HTTP_ONLY => {
+                let on = parse_bool(value)?;
+                self.sticky_attributes
+                    .push((key, StickyAttribute::HttpOnly(on)));
+            }
+            STICKY_COOKIE_SAME_SITE => {
+                let same_site = parse_same_site(value)?;
+                self.sticky_attributes
+                    .push((key, StickyAttribute::SameSite(same_site)));
+            }
+            HEALTH_CHECK_PATH => self.health_path = Some(parse_path(value)?),
+            HEALTH_CHECK_INTERVAL => {
+                self.health_interval = Some((key, parse_probe_duration(value)?))
+            }
+            HEALTH_CHECK_TIMEOUT => self.health_timeout = Some((key, parse_probe_duration(value)?)),
             _ => match name.strip_prefix(SCHEME_PORT) {
-                Some(port) if is_port_reference(port) => match parse_scheme(value) {
-                    Ok(scheme) => {
-                        options.port_schemes.insert(port.to_owned(), scheme);
-                    }
-                    Err(reason) => problem(reason),
-                },
-                Some(port) => problem(format!("{port:?} is not a port name or number")),
-                None => problem(format!(
-                    "unknown annotation (known: {})",
-                    known_annotations().join(", ")
-                )),
+                Some(port) if is_port_reference(port) => {
+                    options
+                        .port_schemes
+                        .insert(port.to_owned(), parse_scheme(value)?);
+                }
+                Some(port) => return Err(format!("{port:?} is not a port name or number")),
+                None => {
+                    return Err(format!(
+                        "unknown annotation (known: {})",
+                        known_annotations().join(", ")
+                    ));
+                }
             },
         }
+        Ok(())
     }
 
-    match sticky.as_mut() {
-        Some(cookie) => {
-            for (_, attribute) in sticky_attributes {
-                match attribute {
-                    StickyAttribute::Secure(on) => cookie.secure = Some(on),
-                    StickyAttribute::HttpOnly(on) => cookie.http_only = Some(on),
-                    StickyAttribute::SameSite(s) => cookie.same_site = Some(s),
+    /// The options, with the cookie's attributes and the health check's timings applied where
+    /// the annotation they need is set (a problem each where it is not), and the problems sorted.
+    fn finish(mut self) -> (ServiceOptions, Vec<Problem>) {
+        match self.sticky.as_mut() {
+            Some(cookie) => {
+                for (_, attribute) in std::mem::take(&mut self.sticky_attributes) {
+                    match attribute {
+                        StickyAttribute::Secure(on) => cookie.secure = Some(on),
+                        StickyAttribute::HttpOnly(on) => cookie.http_only = Some(on),
+                        StickyAttribute::SameSite(s) => cookie.same_site = Some(s),
+                    }
+                }
+            }
+            None => {
+                for (key, _) in std::mem::take(&mut self.sticky_attributes) {
+                    self.problem(key, format!("needs {PREFIX}{STICKY_COOKIE} to be set"));
                 }
             }
         }
-        None => {
-            for (key, _) in sticky_attributes {
-                problems.push(Problem {
-                    annotation: key.to_owned(),
-                    reason: format!("needs {PREFIX}{STICKY_COOKIE} to be set"),
+        self.options.http.sticky_cookie = self.sticky.take();
+
+        let (interval, timeout) = (self.health_interval.take(), self.health_timeout.take());
+        match self.health_path.take() {
+            Some(path) => {
+                self.options.http.health_check = Some(HealthCheck {
+                    path,
+                    interval: interval.map(|(_, d)| d),
+                    timeout: timeout.map(|(_, d)| d),
                 });
             }
-        }
-    }
-    options.http.sticky_cookie = sticky;
-
-    match health_path {
-        Some(path) => {
-            options.http.health_check = Some(HealthCheck {
-                path,
-                interval: health_interval.map(|(_, d)| d),
-                timeout: health_timeout.map(|(_, d)| d),
-            });
-        }
-        None => {
-            for (key, _) in health_interval.into_iter().chain(health_timeout) {
-                problems.push(Problem {
-                    annotation: key.to_owned(),
-                    reason: format!("needs {PREFIX}{HEALTH_CHECK_PATH} to be set"),
-                });
+            None => {
+                for (key, _) in interval.into_iter().chain(timeout) {
+                    self.problem(key, format!("needs {PREFIX}{HEALTH_CHECK_PATH} to be set"));
+                }
             }
         }
-    }
 
-    problems.sort();
-    (options, problems)
+        self.problems.sort();
+        (self.options, self.problems)
+    }
 }
 
 /// Every annotation name the exporter knows, without the prefix (`scheme.<port>` as a pattern).

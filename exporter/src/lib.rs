@@ -105,24 +105,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     ksd_runtime::process::register(&mut registry);
     let ack_metrics = Arc::new(acks::AckMetrics::register(&mut registry));
     let event_metrics = Arc::new(events::EventMetrics::register(&mut registry));
-    let config = WatchConfig {
-        label_selector: settings.label_selector.clone(),
-        namespaces: settings.namespaces.clone(),
-        cluster: settings.cluster.clone(),
-        template: settings.name_template.clone(),
-        formats: settings.formats.clone(),
-        debounce: Debounce::new(settings.debounce, settings.max_delay),
-    };
-    info!(
-        cluster = %settings.cluster,
-        label_selector = %settings.label_selector,
-        namespaces = %if settings.namespaces.is_empty() { "*".to_owned() } else { settings.namespaces.join(",") },
-        "watching Services and EndpointSlices"
-    );
 
     // The index stops on its own token, so that --once and --dry-run can end it when done.
     let watch_stop = shutdown.child_token();
     let (snapshots_tx, mut snapshots) = channel::channel::<Option<Arc<Snapshot>>>(None);
+    let config = watch_config(&settings);
     let streams = watch::watch_streams(&client, &config);
     let index_task = tokio::spawn(watch::run(
         streams,
@@ -136,50 +123,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         let result = first_snapshot(&mut snapshots, &shutdown).await;
         watch_stop.cancel();
         let _ = index_task.await;
-        let snapshot = result?;
-        if let Some(output) = snapshot.output(ObjectFormat::Traefik) {
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(&output.bytes)
-                .and_then(|()| stdout.flush())
-                .map_err(Error::Stdout)?;
-        }
-        return Ok(());
+        return print_snapshot(&*result?).map_err(Error::Stdout);
     }
 
-    let storage = Storage::connect(&settings.storage_url, &settings.s3)
-        .await
-        .map_err(|source| Error::Storage {
-            url: settings.storage_url.to_string(),
-            source,
-        })?;
+    let storage = connect(&settings).await?;
     info!(storage = %storage.describe(), "publishing to storage");
-    let published = Arc::new(tokio::sync::Notify::new());
-    let ack_storage = storage.clone();
-    let publisher = Publisher::new(
-        storage,
-        settings.cluster.clone(),
-        settings.heartbeat,
-        metrics.clone(),
-    )
-    .notify_published(published.clone());
-    // With EVENTS, what was published goes to the event tracker.
-    let (published_tx, published_rx) = channel::channel(None);
-    let mut publisher = if settings.events {
-        publisher.report_published(published_tx)
-    } else {
-        publisher
-    };
+    let (mut publisher, acks) = publisher(&settings, storage, &metrics, ack_metrics, event_metrics);
 
     if settings.once {
-        let result = match first_snapshot(&mut snapshots, &shutdown).await {
-            Ok(snapshot) => {
-                publish::publish_with_retries(&mut publisher, &snapshot, ONCE_ATTEMPTS, &shutdown)
-                    .await
-                    .map_err(Error::Publish)
-            }
-            Err(err) => Err(err),
-        };
+        let result = publish_once(&mut snapshots, &mut publisher, &shutdown).await;
         watch_stop.cancel();
         let _ = index_task.await;
         return result;
@@ -196,9 +148,93 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     )
     .await
     .map_err(Error::Admin)?;
+    let (publisher, election) = elect(&settings, &client, publisher, &metrics, &shutdown);
+    let mut tasks = Supervised::default();
+    tasks.add("watch", ksd_runtime::fault::inject("watch", index_task));
+    tasks.add(
+        "admin-server",
+        ksd_runtime::fault::inject("admin-server", admin_task),
+    );
+    if let Some(interval) = settings.ack_interval {
+        acks.start(interval, &settings, &client, &mut tasks, &shutdown)
+            .await?;
+    }
+    let publisher_task = tokio::spawn(publish::run(
+        publisher,
+        snapshots,
+        health.clone(),
+        shutdown.clone(),
+    ));
+    tasks.add(
+        "publish",
+        ksd_runtime::fault::inject("publish", publisher_task),
+    );
+    supervise(tasks, election, &health, &shutdown, &admin_stop).await
+}
 
-    // With leader election, every replica watches; only the Lease holder writes.
-    let (publisher, election) = match settings.leader_election.clone() {
+/// What the watchers and the index need from the settings; logs what is watched.
+fn watch_config(settings: &Settings) -> WatchConfig {
+    info!(
+        cluster = %settings.cluster,
+        label_selector = %settings.label_selector,
+        namespaces = %if settings.namespaces.is_empty() { "*".to_owned() } else { settings.namespaces.join(",") },
+        "watching Services and EndpointSlices"
+    );
+    WatchConfig {
+        label_selector: settings.label_selector.clone(),
+        namespaces: settings.namespaces.clone(),
+        cluster: settings.cluster.clone(),
+        template: settings.name_template.clone(),
+        formats: settings.formats.clone(),
+        debounce: Debounce::new(settings.debounce, settings.max_delay),
+    }
+}
+
+/// `--once`: the first complete snapshot, published (with a few retries).
+async fn publish_once(
+    snapshots: &mut channel::Receiver<Option<Arc<Snapshot>>>,
+    publisher: &mut Publisher,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let snapshot = first_snapshot(snapshots, shutdown).await?;
+    publish::publish_with_retries(publisher, &snapshot, ONCE_ATTEMPTS, shutdown)
+        .await
+        .map_err(Error::Publish)
+}
+
+/// `--dry-run`: the Traefik document on standard output.
+fn print_snapshot(snapshot: &Snapshot) -> std::io::Result<()> {
+    if let Some(output) = snapshot.output(ObjectFormat::Traefik) {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(&output.bytes)?;
+        stdout.flush()?;
+    }
+    Ok(())
+}
+
+async fn connect(settings: &Settings) -> Result<Storage> {
+    Storage::connect(&settings.storage_url, &settings.s3)
+        .await
+        .map_err(|source| storage_error(settings, source))
+}
+
+fn storage_error(settings: &Settings, source: StorageError) -> Error {
+    Error::Storage {
+        url: settings.storage_url.to_string(),
+        source,
+    }
+}
+
+/// The leader-election task (with `LEADER_ELECTION`), and the publisher that writes only while
+/// this replica holds the Lease; every replica watches.
+fn elect(
+    settings: &Settings,
+    client: &kube::Client,
+    publisher: Publisher,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+) -> (Publisher, Option<tokio::task::JoinHandle<leader::Elector>>) {
+    match settings.leader_election.clone() {
         Some(lease) => {
             let (leading_tx, leading_rx) = channel::channel(false);
             let elector = leader::Elector::new(client.clone(), lease);
@@ -211,63 +247,109 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
             (publisher.with_leadership(leading_rx), Some(task))
         }
         None => (publisher, None),
-    };
-
-    let ack_task = match settings.ack_interval {
-        Some(interval) => {
-            let reader = acks::AckReader::new(ack_storage, settings.cluster.clone(), ack_metrics)
-                .await
-                .map_err(|source| Error::Storage {
-                    url: settings.storage_url.to_string(),
-                    source,
-                })?;
-            let (reader, recorder) = if settings.events {
-                let (mut tracker, intents) = events::channel(published_rx, event_metrics.clone());
-                let recorder = events::recorder::Recorder::new(
-                    client.clone(),
-                    events::Reporter {
-                        cluster: settings.cluster.clone(),
-                        instance: events::reporting_instance(),
-                    },
-                    event_metrics,
-                );
-                info!("recording Events on the exported Services");
-                let task = tokio::spawn(events::recorder::run(recorder, intents, shutdown.clone()));
-                (reader.on_reading(move |r| tracker.observe(r)), Some(task))
-            } else {
-                (reader, None)
-            };
-            let task = tokio::spawn(acks::run(reader, interval, published, shutdown.clone()));
-            Some((task, recorder))
-        }
-        None => None,
-    };
-    let publisher_task = tokio::spawn(publish::run(
-        publisher,
-        snapshots,
-        health.clone(),
-        shutdown.clone(),
-    ));
-    let mut tasks = Supervised::default();
-    tasks.add("watch", ksd_runtime::fault::inject("watch", index_task));
-    tasks.add(
-        "publish",
-        ksd_runtime::fault::inject("publish", publisher_task),
-    );
-    tasks.add(
-        "admin-server",
-        ksd_runtime::fault::inject("admin-server", admin_task),
-    );
-    if let Some((ack_task, recorder)) = ack_task {
-        tasks.add("acks", ksd_runtime::fault::inject("acks", ack_task));
-        if let Some(recorder) = recorder {
-            tasks.add("events", ksd_runtime::fault::inject("events", recorder));
-        }
     }
-    // Every task runs until the shutdown; one that ends before it, or panics, takes the
-    // process down (non-zero, naming it) so that Kubernetes restarts a zombie exporter. The
-    // election task returns its elector at the shutdown, so that the Lease can be released.
-    let mut election = election;
+}
+
+/// The publisher, and what the acknowledgement reader and the event recorder need from it.
+fn publisher(
+    settings: &Settings,
+    storage: Storage,
+    metrics: &Arc<Metrics>,
+    ack_metrics: Arc<acks::AckMetrics>,
+    event_metrics: Arc<events::EventMetrics>,
+) -> (Publisher, AckSetup) {
+    let published = Arc::new(tokio::sync::Notify::new());
+    let ack_storage = storage.clone();
+    let publisher = Publisher::new(
+        storage,
+        settings.cluster.clone(),
+        settings.heartbeat,
+        metrics.clone(),
+    )
+    .notify_published(published.clone());
+    // With EVENTS, what was published goes to the event tracker.
+    let (published_tx, published_rx) = channel::channel(None);
+    let publisher = if settings.events {
+        publisher.report_published(published_tx)
+    } else {
+        publisher
+    };
+    let acks = AckSetup {
+        storage: ack_storage,
+        published,
+        published_rx,
+        ack_metrics,
+        event_metrics,
+    };
+    (publisher, acks)
+}
+
+/// What the acknowledgement reader (with `ACK_INTERVAL`) and the event recorder (with
+/// `EVENTS=true`) are started with.
+struct AckSetup {
+    storage: Storage,
+    /// Signalled after each publish, so that the reader looks sooner.
+    published: Arc<tokio::sync::Notify>,
+    /// What was published, for the event tracker.
+    published_rx: channel::Receiver<Option<publication::Publication>>,
+    ack_metrics: Arc<acks::AckMetrics>,
+    event_metrics: Arc<events::EventMetrics>,
+}
+
+impl AckSetup {
+    /// Starts the acknowledgement reader, and with `EVENTS=true` the event recorder it feeds
+    /// (the tracker turns readings into intents, the recorder into Kubernetes Events).
+    async fn start(
+        self,
+        interval: std::time::Duration,
+        settings: &Settings,
+        client: &kube::Client,
+        tasks: &mut Supervised,
+        shutdown: &CancellationToken,
+    ) -> Result<()> {
+        let reader = acks::AckReader::new(self.storage, settings.cluster.clone(), self.ack_metrics)
+            .await
+            .map_err(|source| storage_error(settings, source))?;
+        let reader = if settings.events {
+            let (mut tracker, intents) =
+                events::channel(self.published_rx, self.event_metrics.clone());
+            let recorder = events::recorder::Recorder::new(
+                client.clone(),
+                events::Reporter {
+                    cluster: settings.cluster.clone(),
+                    instance: events::reporting_instance(),
+                },
+                self.event_metrics,
+            );
+            info!("recording Events on the exported Services");
+            let task = tokio::spawn(events::recorder::run(recorder, intents, shutdown.clone()));
+            tasks.add("events", ksd_runtime::fault::inject("events", task));
+            reader.on_reading(move |r| tracker.observe(r))
+        } else {
+            reader
+        };
+        let task = tokio::spawn(acks::run(
+            reader,
+            interval,
+            self.published,
+            shutdown.clone(),
+        ));
+        tasks.add("acks", ksd_runtime::fault::inject("acks", task));
+        Ok(())
+    }
+}
+
+/// Runs until the shutdown, then drains. Every task runs until the shutdown; one that ends
+/// before it, or panics, takes the process down (non-zero, naming it) so that Kubernetes
+/// restarts a zombie exporter. The election task returns its elector at the shutdown, so that
+/// the Lease can be released.
+async fn supervise(
+    mut tasks: Supervised,
+    mut election: Option<tokio::task::JoinHandle<leader::Elector>>,
+    health: &Health,
+    shutdown: &CancellationToken,
+    admin_stop: &CancellationToken,
+) -> Result<()> {
     let mut elector = None;
     let failed = tokio::select! {
         biased;

@@ -105,94 +105,114 @@ impl Metrics {
     pub fn register(registry: &mut Registry) -> Metrics {
         let metrics = Metrics::default();
         let r = registry.sub_registry_with_prefix("ksd_exporter");
+        metrics.register_publishing(r);
+        metrics.register_watching(r);
+        metrics.register_latency(r);
+        metrics.register_leadership(r);
+        metrics
+    }
+
+    /// Uploads and what they carry.
+    fn register_publishing(&self, r: &mut Registry) {
         r.register(
             "uploads",
             "Uploads of cluster documents, by outcome (written, conflict, error)",
-            metrics.uploads.clone(),
+            self.uploads.clone(),
         );
         r.register(
             "skipped_unchanged",
             "Publishes skipped because the stored object already had identical content",
-            metrics.skipped_unchanged.clone(),
+            self.skipped_unchanged.clone(),
         );
         r.register(
             "foreign_writer_conflicts",
             "Uploads refused because another writer replaced the object (is CLUSTER_NAME unique?)",
-            metrics.foreign_writer_conflicts.clone(),
+            self.foreign_writer_conflicts.clone(),
         );
         r.register(
             "last_publish_timestamp_seconds",
             "Unix time of the last publish that left the bucket up to date",
-            metrics.last_publish.clone(),
+            self.last_publish.clone(),
         );
         r.register(
             "backends",
             "Backends (Service ports) in the last computed document",
-            metrics.backends.clone(),
+            self.backends.clone(),
         );
         r.register(
             "servers",
             "Servers (ready endpoints, summed over backends) in the last computed document",
-            metrics.servers.clone(),
+            self.servers.clone(),
         );
+    }
+
+    /// The watches and what was refused from them.
+    fn register_watching(&self, r: &mut Registry) {
         r.register(
             "watch_restarts",
             "Re-lists of a watched resource after the first list (410 Gone, lost watch, API restart)",
-            metrics.watch_restarts.clone(),
+            self.watch_restarts.clone(),
         );
         r.register(
             "watch_errors",
             "Errors from the Kubernetes API while watching, retried with backoff",
-            metrics.watch_errors.clone(),
+            self.watch_errors.clone(),
         );
         r.register(
             "object_warnings",
             "Warnings about Services and EndpointSlices (malformed annotations, unsupported ports)",
-            metrics.object_warnings.clone(),
+            self.object_warnings.clone(),
         );
         r.register(
             "name_collisions",
             "Service ports whose template name collided and that were published under a suffixed name",
-            metrics.name_collisions.clone(),
+            self.name_collisions.clone(),
         );
         r.register(
             "render_errors",
             "Documents that failed validation and were not published",
-            metrics.render_errors.clone(),
+            self.render_errors.clone(),
         );
         r.register(
             "refused_endpoints",
             "Endpoints left out of the document because their address is special-purpose (loopback, link-local, unspecified, multicast, broadcast)",
-            metrics.refused_targets.clone(),
+            self.refused_targets.clone(),
         );
+    }
+
+    /// How long changes take to reach the bucket.
+    fn register_latency(&self, r: &mut Registry) {
         r.register_with_unit(
             "change_to_upload",
             "Time from the first change seen in the watches to the end of the upload that carries it",
             prometheus_client::registry::Unit::Seconds,
-            metrics.change_to_upload.clone(),
+            self.change_to_upload.clone(),
         );
         r.register_with_unit(
             "upload_duration",
             "Time one upload of a cluster document takes, whatever its outcome",
             prometheus_client::registry::Unit::Seconds,
-            metrics.upload_duration.clone(),
+            self.upload_duration.clone(),
         );
+    }
+
+    /// Leader election.
+    fn register_leadership(&self, r: &mut Registry) {
         r.register(
             "leader",
             "1 while this replica publishes (it holds the Lease, or leader election is off), 0 while it stands by",
-            metrics.leader.clone(),
+            self.leader.clone(),
         );
         r.register(
             "leader_transitions",
             "Times this replica became the leader",
-            metrics.leader_transitions.clone(),
+            self.leader_transitions.clone(),
         );
         r.register(
             "lease_errors",
             "Failed requests of leader election to the Kubernetes API (retried)",
-            metrics.lease_errors.clone(),
+            self.lease_errors.clone(),
         );
-        metrics
     }
 
     /// A timer for one upload, observed when dropped.

@@ -337,57 +337,24 @@ pub async fn run(
     health: Health,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
-    let mut retry_at: Option<Instant> = None;
     let mut leadership = publisher.leadership.take();
-    let mut was_leader = leadership.as_ref().is_none_or(|l| *l.borrow());
     if leadership.is_none() {
         publisher.metrics.leader(true);
     }
+    let mut turn = Turns {
+        backoff: Backoff::new(RETRY_INITIAL, RETRY_MAX),
+        retry_at: None,
+        was_leader: leadership.as_ref().is_none_or(|l| *l.borrow()),
+    };
     loop {
-        match retry_at {
-            // While retrying, new snapshots wait for the retry: a busy cluster must not turn a
-            // storage outage into a request storm.
-            Some(at) => {
-                tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => return,
-                    () = leadership_changed(&mut leadership) => {}
-                    () = tokio::time::sleep_until(at) => {}
-                }
-            }
-            None => {
-                let heartbeat = if was_leader {
-                    publisher.next_heartbeat()
-                } else {
-                    None
-                };
-                tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => return,
-                    () = leadership_changed(&mut leadership) => {}
-                    changed = snapshots.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                    }
-                    () = sleep_until_opt(heartbeat) => {}
-                }
-            }
+        let go_on = turn
+            .wait(&publisher, &mut leadership, &mut snapshots, &shutdown)
+            .await;
+        if !go_on {
+            return;
         }
         let leader = leadership.as_ref().is_none_or(|l| *l.borrow());
-        if leader != was_leader {
-            was_leader = leader;
-            retry_at = None;
-            backoff.reset();
-            if leader {
-                // Whatever was known may predate another leader's writes.
-                publisher.forget();
-                info!("leading: publishing the current state");
-            } else {
-                info!("standing by: not publishing");
-            }
-        }
+        turn.follow_leadership(leader, &mut publisher);
         if !leader {
             // A standby is healthy once its watches have synced: it is ready to take over.
             if snapshots.borrow_and_update().is_some() {
@@ -399,18 +366,84 @@ pub async fn run(
             continue;
         };
         // Not raced against `shutdown`: an upload that started completes.
-        match publisher.publish(&snapshot).await {
+        let result = publisher.publish(&snapshot).await;
+        turn.settle(result, &health);
+    }
+}
+
+/// The publish loop's own state: retries and whether this replica led at the last turn.
+struct Turns {
+    backoff: Backoff,
+    retry_at: Option<Instant>,
+    was_leader: bool,
+}
+
+impl Turns {
+    /// Waits for the next reason to publish: a new snapshot, the heartbeat, a retry, or a
+    /// change of leadership. False at the shutdown or when the snapshots end.
+    async fn wait(
+        &self,
+        publisher: &Publisher,
+        leadership: &mut Option<watch::Receiver<bool>>,
+        snapshots: &mut watch::Receiver<Option<Arc<Snapshot>>>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        match self.retry_at {
+            // While retrying, new snapshots wait for the retry: a busy cluster must not turn a
+            // storage outage into a request storm.
+            Some(at) => tokio::select! {
+                biased;
+                () = shutdown.cancelled() => false,
+                () = leadership_changed(leadership) => true,
+                () = tokio::time::sleep_until(at) => true,
+            },
+            None => {
+                let heartbeat = if self.was_leader {
+                    publisher.next_heartbeat()
+                } else {
+                    None
+                };
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => false,
+                    () = leadership_changed(leadership) => true,
+                    changed = snapshots.changed() => changed.is_ok(),
+                    () = sleep_until_opt(heartbeat) => true,
+                }
+            }
+        }
+    }
+
+    /// A new leader forgets what it knew of the object (another leader may have written it
+    /// since); either change resets the retries.
+    fn follow_leadership(&mut self, leader: bool, publisher: &mut Publisher) {
+        if leader == self.was_leader {
+            return;
+        }
+        self.was_leader = leader;
+        self.retry_at = None;
+        self.backoff.reset();
+        if leader {
+            publisher.forget();
+            info!("leading: publishing the current state");
+        } else {
+            info!("standing by: not publishing");
+        }
+    }
+
+    fn settle(&mut self, result: Result<(), PublishError>, health: &Health) {
+        match result {
             Ok(()) => {
-                if retry_at.is_some() {
+                if self.retry_at.is_some() {
                     info!("publishing works again");
                 }
-                retry_at = None;
-                backoff.reset();
+                self.retry_at = None;
+                self.backoff.reset();
                 health.set_ready(true);
             }
             Err(err) => {
-                let delay = backoff.next_delay();
-                retry_at = Some(Instant::now() + delay);
+                let delay = self.backoff.next_delay();
+                self.retry_at = Some(Instant::now() + delay);
                 match &err {
                     // Already logged as an error where it was detected.
                     PublishError::Conflict { .. } => {}

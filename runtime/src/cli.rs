@@ -141,98 +141,128 @@ impl StorageArgs {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<(StorageUrl, S3Options, Vec<Deprecation>), SettingsError> {
         let env_set = |name: &str| env(name).is_some_and(|v| !v.trim().is_empty());
-        let mut deprecations = Vec::new();
-        let mut deprecated = |variable: &'static str, message: String| {
-            deprecations.push(Deprecation { variable, message });
-        };
-
-        let bucket = non_empty(&self.minio_bucket);
-        let url = match (non_empty(&self.storage_url), bucket) {
-            (Some(raw), bucket) => {
-                if bucket.is_some() {
-                    deprecated(
-                        "MINIO_BUCKET",
-                        "ignored because STORAGE_URL is set; remove it".to_owned(),
-                    );
-                }
-                parse_url("STORAGE_URL", raw)?
-            }
-            (None, Some(bucket)) => {
-                let raw = format!("s3://{bucket}/");
-                let url = parse_url("MINIO_BUCKET", &raw)?;
-                deprecated("MINIO_BUCKET", format!("use STORAGE_URL={url}"));
-                url
-            }
-            (None, None) => parse_url("STORAGE_URL", DEFAULT_STORAGE_URL)?,
-        };
-
+        let mut deprecations = Deprecations::default();
+        let url = self.storage_url(&mut deprecations)?;
         let mut legacy = LegacyMinio {
             ssl_enabled: self.minio_ssl_enabled,
             ..LegacyMinio::default()
         };
-        if let Some(endpoint) = non_empty(&self.minio_endpoint) {
-            if env_set("AWS_ENDPOINT_URL_S3") || env_set("AWS_ENDPOINT_URL") {
-                deprecated(
-                    "MINIO_ENDPOINT",
-                    "ignored because AWS_ENDPOINT_URL is set; remove it".to_owned(),
-                );
-            } else {
-                validate_endpoint(endpoint)?;
-                legacy.endpoint = Some(endpoint.to_owned());
-                let url = legacy.endpoint_url().unwrap_or_default();
-                deprecated("MINIO_ENDPOINT", format!("use AWS_ENDPOINT_URL={url}"));
-            }
-        }
-        if self.minio_ssl_enabled.is_some() {
-            deprecated(
-                "MINIO_SSL_ENABLED",
-                "put the scheme in AWS_ENDPOINT_URL (https://... or http://...)".to_owned(),
-            );
-        }
-        match (
-            non_empty(&self.minio_access_key_id),
-            non_empty(&self.minio_secret_access_key),
-        ) {
-            (None, None) => {}
-            (Some(_), None) => {
-                return Err(SettingsError::new(
-                    "MINIO_SECRET_ACCESS_KEY",
-                    "must be set together with MINIO_ACCESS_KEY_ID",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(SettingsError::new(
-                    "MINIO_ACCESS_KEY_ID",
-                    "must be set together with MINIO_SECRET_ACCESS_KEY",
-                ));
-            }
-            (Some(id), Some(secret)) => {
-                if env_set("AWS_ACCESS_KEY_ID") {
-                    for variable in ["MINIO_ACCESS_KEY_ID", "MINIO_SECRET_ACCESS_KEY"] {
-                        deprecated(
-                            variable,
-                            "ignored because AWS_ACCESS_KEY_ID is set; remove it".to_owned(),
-                        );
-                    }
-                } else {
-                    legacy.access_key_id = Some(id.to_owned());
-                    legacy.secret_access_key = Some(secret.to_owned());
-                    deprecated("MINIO_ACCESS_KEY_ID", "use AWS_ACCESS_KEY_ID".to_owned());
-                    deprecated(
-                        "MINIO_SECRET_ACCESS_KEY",
-                        "use AWS_SECRET_ACCESS_KEY".to_owned(),
-                    );
-                }
-            }
-        }
+        let aws_endpoint = env_set("AWS_ENDPOINT_URL_S3") || env_set("AWS_ENDPOINT_URL");
+        self.legacy_endpoint(aws_endpoint, &mut legacy, &mut deprecations)?;
+        self.legacy_credentials(env_set("AWS_ACCESS_KEY_ID"), &mut legacy, &mut deprecations)?;
         if legacy.bucket.is_none() {
-            legacy.bucket = bucket.map(str::to_owned);
+            legacy.bucket = non_empty(&self.minio_bucket).map(str::to_owned);
         }
         let options = S3Options {
             force_path_style: self.s3_force_path_style,
             legacy,
         };
-        Ok((url, options, deprecations))
+        Ok((url, options, deprecations.0))
+    }
+
+    /// `STORAGE_URL`, else the deprecated `MINIO_BUCKET` as `s3://<bucket>/`, else the default.
+    fn storage_url(&self, deprecations: &mut Deprecations) -> Result<StorageUrl, SettingsError> {
+        let bucket = non_empty(&self.minio_bucket);
+        match (non_empty(&self.storage_url), bucket) {
+            (Some(raw), bucket) => {
+                if bucket.is_some() {
+                    deprecations.add(
+                        "MINIO_BUCKET",
+                        "ignored because STORAGE_URL is set; remove it",
+                    );
+                }
+                parse_url("STORAGE_URL", raw)
+            }
+            (None, Some(bucket)) => {
+                let raw = format!("s3://{bucket}/");
+                let url = parse_url("MINIO_BUCKET", &raw)?;
+                deprecations.add("MINIO_BUCKET", format!("use STORAGE_URL={url}"));
+                Ok(url)
+            }
+            (None, None) => parse_url("STORAGE_URL", DEFAULT_STORAGE_URL),
+        }
+    }
+
+    /// `MINIO_ENDPOINT` and `MINIO_SSL_ENABLED`, unless `AWS_ENDPOINT_URL(_S3)` is set.
+    fn legacy_endpoint(
+        &self,
+        aws_endpoint: bool,
+        legacy: &mut LegacyMinio,
+        deprecations: &mut Deprecations,
+    ) -> Result<(), SettingsError> {
+        if let Some(endpoint) = non_empty(&self.minio_endpoint) {
+            if aws_endpoint {
+                deprecations.add(
+                    "MINIO_ENDPOINT",
+                    "ignored because AWS_ENDPOINT_URL is set; remove it",
+                );
+            } else {
+                validate_endpoint(endpoint)?;
+                legacy.endpoint = Some(endpoint.to_owned());
+                let url = legacy.endpoint_url().unwrap_or_default();
+                deprecations.add("MINIO_ENDPOINT", format!("use AWS_ENDPOINT_URL={url}"));
+            }
+        }
+        if self.minio_ssl_enabled.is_some() {
+            deprecations.add(
+                "MINIO_SSL_ENABLED",
+                "put the scheme in AWS_ENDPOINT_URL (https://... or http://...)",
+            );
+        }
+        Ok(())
+    }
+
+    /// `MINIO_ACCESS_KEY_ID` and `MINIO_SECRET_ACCESS_KEY`, both or neither, unless
+    /// `AWS_ACCESS_KEY_ID` is set.
+    fn legacy_credentials(
+        &self,
+        aws_key: bool,
+        legacy: &mut LegacyMinio,
+        deprecations: &mut Deprecations,
+    ) -> Result<(), SettingsError> {
+        match (
+            non_empty(&self.minio_access_key_id),
+            non_empty(&self.minio_secret_access_key),
+        ) {
+            (None, None) => Ok(()),
+            (Some(_), None) => Err(SettingsError::new(
+                "MINIO_SECRET_ACCESS_KEY",
+                "must be set together with MINIO_ACCESS_KEY_ID",
+            )),
+            (None, Some(_)) => Err(SettingsError::new(
+                "MINIO_ACCESS_KEY_ID",
+                "must be set together with MINIO_SECRET_ACCESS_KEY",
+            )),
+            (Some(_), Some(_)) if aws_key => {
+                for variable in ["MINIO_ACCESS_KEY_ID", "MINIO_SECRET_ACCESS_KEY"] {
+                    deprecations.add(
+                        variable,
+                        "ignored because AWS_ACCESS_KEY_ID is set; remove it",
+                    );
+                }
+                Ok(())
+            }
+            (Some(id), Some(secret)) => {
+                legacy.access_key_id = Some(id.to_owned());
+                legacy.secret_access_key = Some(secret.to_owned());
+                deprecations.add("MINIO_ACCESS_KEY_ID", "use AWS_ACCESS_KEY_ID");
+                deprecations.add("MINIO_SECRET_ACCESS_KEY", "use AWS_SECRET_ACCESS_KEY");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The deprecated settings met while resolving, in order.
+#[derive(Default)]
+struct Deprecations(Vec<Deprecation>);
+
+impl Deprecations {
+    fn add(&mut self, variable: &'static str, message: impl Into<String>) {
+        self.0.push(Deprecation {
+            variable,
+            message: message.into(),
+        });
     }
 }
 

@@ -125,145 +125,165 @@ impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Metrics::default();
         let r = registry.sub_registry_with_prefix("ksd_syncer");
+        metrics.register_io(r);
+        metrics.register_clusters(r);
+        metrics.register_guard(r);
+        metrics.register_latency(r);
+        metrics
+    }
+
+    /// Listings, fetches and writes.
+    fn register_io(&self, r: &mut Registry) {
         r.register(
             "polls",
             "Listings of the storage prefix, by outcome (ok, error, timeout)",
-            metrics.polls.clone(),
+            self.polls.clone(),
         );
         r.register(
             "gets",
             "Fetches of cluster objects, by outcome (ok, not_modified, missing, too_large, error, timeout)",
-            metrics.gets.clone(),
+            self.gets.clone(),
         );
         r.register(
             "writes",
             "Writes of the output file, by outcome (ok, error, timeout, invalid)",
-            metrics.writes.clone(),
+            self.writes.clone(),
         );
         r.register(
             "restores",
             "Times the output file was found deleted or changed by someone else and restored",
-            metrics.restores.clone(),
+            self.restores.clone(),
         );
         r.register(
             "compose_mismatches",
             "Times the periodic full composition differed from the incrementally kept file (the full one is used; a bug to report)",
-            metrics.compose_mismatches.clone(),
+            self.compose_mismatches.clone(),
         );
         r.register(
             "last_write_timestamp_seconds",
             "Unix time of the last successful write of the output file",
-            metrics.last_write.clone(),
+            self.last_write.clone(),
         );
+    }
+
+    /// What the clusters' documents hold and whether they are served.
+    fn register_clusters(&self, r: &mut Registry) {
         r.register(
             "clusters_seen",
             "Clusters with an object in the last listing",
-            metrics.clusters_seen.clone(),
+            self.clusters_seen.clone(),
         );
         r.register(
             "clusters_accepted",
             "Clusters whose document is in the output file",
-            metrics.clusters_accepted.clone(),
+            self.clusters_accepted.clone(),
         );
         r.register(
             "clusters_rejected",
             "Clusters whose latest document is rejected, by reason (a last good version may still be published)",
-            metrics.clusters_rejected.clone(),
+            self.clusters_rejected.clone(),
         );
         r.register(
             "clusters_stale",
             "Clusters left out because their object is older than STALE_AFTER",
-            metrics.clusters_stale.clone(),
+            self.clusters_stale.clone(),
         );
         r.register(
             "clusters_missing",
             "Known clusters absent from the listing, not yet confirmed gone",
-            metrics.clusters_missing.clone(),
+            self.clusters_missing.clone(),
         );
         r.register(
             "rejections",
             "Cluster document versions rejected, by reason (once per ETag)",
-            metrics.rejections.clone(),
+            self.rejections.clone(),
         );
         r.register(
             "servers",
             "Servers in each published cluster's document",
-            metrics.servers.clone(),
+            self.servers.clone(),
         );
         r.register(
             "conflicts",
             "Services whose options differ between clusters in the last merge",
-            metrics.conflicts.clone(),
+            self.conflicts.clone(),
         );
         r.register(
             "invalid_keys",
             "Keys under the prefix that are not <cluster>.traefik.yaml or <cluster>.backends.yaml",
-            metrics.invalid_keys.clone(),
+            self.invalid_keys.clone(),
         );
         r.register(
             "output_bytes",
             "Size of the last decided output file",
-            metrics.output_bytes.clone(),
+            self.output_bytes.clone(),
         );
+    }
+
+    /// What the guard leaves out and why the file is held.
+    fn register_guard(&self, r: &mut Registry) {
         r.register(
             "excluded_servers",
             "Servers left out of the file by the address policy, by cluster and reason (loopback, link_local, outside_allowed_ranges, ...)",
-            metrics.excluded_servers.clone(),
+            self.excluded_servers.clone(),
         );
         r.register(
             "exclusions",
             "Servers or services newly left out of the file, by reason (admin_name for a service the administrator's files define)",
-            metrics.exclusions.clone(),
+            self.exclusions.clone(),
         );
         r.register(
             "excluded_services",
             "Exported services (union or per-cluster pools) left out because the administrator's files define the name",
-            metrics.excluded_services.clone(),
+            self.excluded_services.clone(),
         );
         r.register(
             "admin_names",
             "Service names defined by the administrator's files in TRAEFIK_DIR",
-            metrics.admin_names.clone(),
+            self.admin_names.clone(),
         );
         r.register(
             "admin_file_problems",
             "Administrator files in TRAEFIK_DIR that cannot be read or parsed (their names are protected as far as they can be read)",
-            metrics.admin_file_problems.clone(),
+            self.admin_file_problems.clone(),
         );
         r.register(
             "held",
             "1 while the file is kept as it is instead of being replaced, by reason (not_synced, empty_listing, nothing_servable: every listed cluster stale or rejected)",
-            metrics.held.clone(),
+            self.held.clone(),
         );
         r.register(
             "restored_clusters",
             "Clusters served from the state rebuilt from the previous run's file, not yet from a fetched object",
-            metrics.restored_clusters.clone(),
+            self.restored_clusters.clone(),
         );
+    }
+
+    /// How long changes take to reach the file.
+    fn register_latency(&self, r: &mut Registry) {
         r.register_with_unit(
             "change_to_write",
             "Time from a new cluster document accepted to the end of the write of the merged file that carries it",
             Unit::Seconds,
-            metrics.latency.change_to_write.clone(),
+            self.latency.change_to_write.clone(),
         );
         r.register_with_unit(
             "cycle_duration",
             "Time one sync cycle takes: list, fetch, validate, merge and write",
             Unit::Seconds,
-            metrics.latency.cycle.clone(),
+            self.latency.cycle.clone(),
         );
         r.register_with_unit(
             "document_age",
             "Age of each listed cluster object (now minus its last-modified time) at the last listing",
             Unit::Seconds,
-            metrics.latency.document_age.clone(),
+            self.latency.document_age.clone(),
         );
         r.register(
             "pending_change_timestamp_seconds",
             "Unix time of the oldest accepted cluster document not yet in the written file; 0 when none waits",
-            metrics.latency.pending_timestamp.clone(),
+            self.latency.pending_timestamp.clone(),
         );
-        metrics
     }
 
     /// The address policy's current exclusions, `(cluster, reason)` with a count each.

@@ -63,20 +63,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     let metrics = Metrics::register(&mut registry);
     ksd_runtime::process::register(&mut registry);
     let health = Health::new();
-    info!(
-        storage = %storage.describe(),
-        output = %settings.output_path().display(),
-        traefik_version = settings.traefik_version.as_str(),
-        poll_interval = ?settings.poll_interval,
-        confirm_polls = settings.confirm_polls,
-        stale_after = ?settings.stale_after,
-        address_ranges_pinned = settings.address_policy.is_pinned(),
-        dry_run = settings.dry_run,
-        once = settings.once,
-        "ksd-syncer starting"
-    );
-
-    crate::status::announce(settings.syncer_name.as_ref(), &storage);
+    announce(&settings, &storage);
     let ack_storage = match &settings.syncer_name {
         Some(_) if !settings.dry_run && !settings.once => Some(
             storage
@@ -118,9 +105,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     .map_err(Error::Admin)?;
 
     // Supervised: the sync loop, the admin server, the event queue and the acknowledgements
-    // (when configured) run as tasks; if one ends before a shutdown was asked for, or panics, the process stops with an
-    // error naming it, so that compose or Kubernetes restarts it instead of leaving a syncer
-    // that answers probes and does nothing (or syncs with nobody able to see it).
+    // (when configured) run as tasks; if one ends before a shutdown was asked for, or panics,
+    // the process stops with an error naming it, so that compose or Kubernetes restarts it
+    // instead of leaving a syncer that answers probes and does nothing (or syncs with nobody
+    // able to see it).
     let loop_shutdown = shutdown.clone();
     let loop_settings = settings.clone();
     let sync_task = ksd_runtime::fault::inject(
@@ -135,10 +123,26 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         queue: queue_task.map(|task| ksd_runtime::fault::inject("event-queue", task)),
         acks: ack_task.map(|task| ksd_runtime::fault::inject("acks", task)),
     };
-    let outcome = tasks.supervise(&shutdown, &health, &admin_stop).await;
-    outcome?;
+    tasks.supervise(&shutdown, &health, &admin_stop).await?;
     info!("ksd-syncer stopped");
     Ok(())
+}
+
+/// Logs the settings the syncer starts with, and what it acknowledges.
+fn announce(settings: &Settings, storage: &Storage) {
+    info!(
+        storage = %storage.describe(),
+        output = %settings.output_path().display(),
+        traefik_version = settings.traefik_version.as_str(),
+        poll_interval = ?settings.poll_interval,
+        confirm_polls = settings.confirm_polls,
+        stale_after = ?settings.stale_after,
+        address_ranges_pinned = settings.address_policy.is_pinned(),
+        dry_run = settings.dry_run,
+        once = settings.once,
+        "ksd-syncer starting"
+    );
+    crate::status::announce(settings.syncer_name.as_ref(), storage);
 }
 
 type Task = tokio::task::JoinHandle<()>;

@@ -31,6 +31,8 @@ struct Entry {
     /// Its backends, named and sorted, after the address policy: kept for the `backends`
     /// format, and when its document is invalid (to report why).
     backends: Vec<Backend>,
+    /// Its backends' names (after the address policy), for what a publication announces.
+    names: Vec<String>,
     backend_count: usize,
     /// Servers after the address policy.
     servers: usize,
@@ -171,12 +173,9 @@ impl Published {
             backends: self.backends,
             servers: self.servers,
             services: std::sync::Arc::new(crate::publication::ServiceNames::from_names(
-                self.services.iter().map(|(key, entry)| {
-                    (
-                        key.clone(),
-                        entry.backends.iter().map(|b| b.name.clone()).collect(),
-                    )
-                }),
+                self.services
+                    .iter()
+                    .map(|(key, entry)| (key.clone(), entry.names.clone())),
             )),
             first_change: None,
         })
@@ -247,6 +246,7 @@ impl Published {
         }
         entry.backend_count = backends.len();
         entry.servers = server_count(&backends);
+        entry.names = backends.iter().map(|b| b.name.clone()).collect();
         if self.keep_backends || entry.invalid {
             entry.backends = backends;
         }

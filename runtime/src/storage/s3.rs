@@ -8,6 +8,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::config::Credentials;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
@@ -259,21 +260,7 @@ impl S3Storage {
             .set_if_none_match(if_none_match.map(str::to_owned));
         let response = match request.send().await {
             Ok(response) => response,
-            Err(err) => {
-                let status = err.raw_response().map(|r| r.status().as_u16());
-                // NB: the SDK has no modelled error for 304: it surfaces as an unhandled
-                // service error, and only the raw status tells it apart.
-                if status == Some(304) {
-                    return Ok(Fetched::NotModified);
-                }
-                let no_such_key = err.as_service_error().is_some_and(|e| e.is_no_such_key());
-                // A GET error body may be absent (HEAD-like answers), so a bare 404 also means
-                // a missing key, unless the server said the bucket is missing.
-                if no_such_key || (status == Some(404) && err.code() != Some("NoSuchBucket")) {
-                    return Ok(Fetched::Missing);
-                }
-                return Err(error(Failure::from_sdk(err)));
-            }
+            Err(err) => return get_failed(err).map_err(error),
         };
         // Some stores ignore If-None-Match and answer 200: same ETag, same content, and the
         // body need not be read at all.
@@ -293,38 +280,12 @@ impl S3Storage {
         let last_modified = response
             .last_modified()
             .and_then(|t| SystemTime::try_from(*t).ok());
-        let metadata: BTreeMap<String, String> = response
-            .metadata()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut body = response.body;
-        let mut bytes = Vec::new();
-        // The length header is a promise, not a guarantee (chunked answers have none): the
-        // limit is enforced on what actually arrives as well.
-        loop {
-            match body.try_next().await {
-                Ok(Some(chunk)) => {
-                    bytes.extend_from_slice(&chunk);
-                    if let Some(limit) = max_bytes
-                        && bytes.len() as u64 > limit
-                    {
-                        return Err(too_large(bytes.len() as u64, limit));
-                    }
-                }
-                Ok(None) => break,
-                Err(err) => {
-                    return Err(error(Failure {
-                        detail: format!("reading the body broke off: {}", error_chain(&err)),
-                        class: ErrorClass::Unreachable,
-                        source: Box::new(err),
-                    }));
-                }
-            }
-        }
+        let metadata = lowercase_keys(response.metadata());
+        let bytes = match read_body(response.body, max_bytes).await {
+            Ok(bytes) => bytes,
+            Err(Body::TooLarge { read, limit }) => return Err(too_large(read, limit)),
+            Err(Body::Broken(failure)) => return Err(error(failure)),
+        };
         let etag = if etag.is_empty() {
             format!("\"{}\"", ksd_shared::content_hash(&bytes))
         } else {
@@ -429,6 +390,69 @@ fn synthetic_etag(size: u64, last_modified: Option<SystemTime>) -> String {
 }
 
 /// An SDK error reduced to what the caller and the logs need.
+/// A GET that failed: some failures are answers (not modified, missing).
+fn get_failed(err: SdkError<GetObjectError, HttpResponse>) -> Result<Fetched, Failure> {
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    // NB: the SDK has no modelled error for 304: it surfaces as an unhandled service error, and
+    // only the raw status tells it apart.
+    if status == Some(304) {
+        return Ok(Fetched::NotModified);
+    }
+    let no_such_key = err.as_service_error().is_some_and(|e| e.is_no_such_key());
+    // A GET error body may be absent (HEAD-like answers), so a bare 404 also means a missing
+    // key, unless the server said the bucket is missing.
+    if no_such_key || (status == Some(404) && err.code() != Some("NoSuchBucket")) {
+        return Ok(Fetched::Missing);
+    }
+    Err(Failure::from_sdk(err))
+}
+
+/// User metadata with lower-case keys (stores differ in the case they answer with).
+fn lowercase_keys(metadata: Option<&HashMap<String, String>>) -> BTreeMap<String, String> {
+    metadata
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Why a body was not read to the end.
+enum Body {
+    TooLarge { read: u64, limit: u64 },
+    Broken(Failure),
+}
+
+/// Reads a GET's body. The length header is a promise, not a guarantee (chunked answers have
+/// none): the limit is enforced on what actually arrives as well.
+async fn read_body(mut body: ByteStream, max_bytes: Option<u64>) -> Result<Vec<u8>, Body> {
+    let mut bytes = Vec::new();
+    loop {
+        match body.try_next().await {
+            Ok(Some(chunk)) => {
+                bytes.extend_from_slice(&chunk);
+                if let Some(limit) = max_bytes
+                    && bytes.len() as u64 > limit
+                {
+                    return Err(Body::TooLarge {
+                        read: bytes.len() as u64,
+                        limit,
+                    });
+                }
+            }
+            Ok(None) => return Ok(bytes),
+            Err(err) => {
+                return Err(Body::Broken(Failure {
+                    detail: format!("reading the body broke off: {}", error_chain(&err)),
+                    class: ErrorClass::Unreachable,
+                    source: Box::new(err),
+                }));
+            }
+        }
+    }
+}
+
 struct Failure {
     detail: String,
     class: ErrorClass,

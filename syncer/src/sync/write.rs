@@ -112,7 +112,7 @@ impl Syncer {
             if on_target && may_change_in_place(&event.kind) {
                 flag.store(true, Ordering::Release);
             }
-            on_target || event.paths.iter().any(|path| *path == watched)
+            on_target || event.paths.contains(&watched)
         }) {
             Ok((watcher, events)) => Some(OutputWatch {
                 _watcher: watcher,

@@ -290,83 +290,11 @@ fn parse_requirement(tokens: &[Token], pos: usize) -> Result<(Requirement, usize
             )));
         }
     };
-    let mut pos = op_pos + 1;
-    let mut values = BTreeSet::new();
-    if matches!(operator, Operator::In | Operator::NotIn) {
-        if tokens.get(pos) != Some(&Token::OpenParen) {
-            return Err(SelectorError(format!(
-                "found '{}', expected: '('",
-                tokens.get(pos).map(describe).unwrap_or_default()
-            )));
-        }
-        pos += 1;
-        // A set is `(v1, v2, ...)`; empty members are allowed, as in `(a,)`.
-        let mut expect_value = true;
-        loop {
-            match tokens.get(pos) {
-                Some(Token::CloseParen) => {
-                    if expect_value && !values.is_empty() {
-                        values.insert(String::new());
-                    }
-                    pos += 1;
-                    break;
-                }
-                Some(Token::Comma) => {
-                    if expect_value {
-                        values.insert(String::new());
-                    }
-                    expect_value = true;
-                    pos += 1;
-                }
-                Some(Token::Word(v)) if expect_value => {
-                    check_value(v)?;
-                    values.insert(v.clone());
-                    expect_value = false;
-                    pos += 1;
-                }
-                Some(other) => {
-                    return Err(SelectorError(format!(
-                        "found '{}', expected: ',', or ')'",
-                        describe(other)
-                    )));
-                }
-                None => return Err(SelectorError("found '', expected: ')'".into())),
-            }
-        }
-        if values.is_empty() {
-            return Err(SelectorError(
-                "unable to parse requirement: values: Invalid value: []: for 'in', 'notin' \
-                 operators, values set can't be empty"
-                    .into(),
-            ));
-        }
+    let (values, pos) = if matches!(operator, Operator::In | Operator::NotIn) {
+        parse_set(tokens, op_pos + 1)?
     } else {
-        // `key=` selects the empty value.
-        let value = match tokens.get(pos) {
-            Some(Token::Word(v)) => {
-                pos += 1;
-                v.clone()
-            }
-            None | Some(Token::Comma) => String::new(),
-            Some(other) => {
-                return Err(SelectorError(format!(
-                    "found '{}', expected: identifier",
-                    describe(other)
-                )));
-            }
-        };
-        if matches!(operator, Operator::GreaterThan | Operator::LessThan) {
-            if value.parse::<i64>().is_err() {
-                return Err(SelectorError(format!(
-                    "unable to parse requirement: for 'Gt', 'Lt' operators, the value must be an \
-                     integer: {value}"
-                )));
-            }
-        } else {
-            check_value(&value)?;
-        }
-        values.insert(value);
-    }
+        parse_single_value(tokens, op_pos + 1, &operator)?
+    };
     Ok((
         Requirement {
             key,
@@ -375,6 +303,92 @@ fn parse_requirement(tokens: &[Token], pos: usize) -> Result<(Requirement, usize
         },
         pos,
     ))
+}
+
+/// The value set of `in` and `notin` at `pos`: `(v1, v2, ...)`, where empty members are
+/// allowed, as in `(a,)`; the position after the `)`.
+fn parse_set(tokens: &[Token], pos: usize) -> Result<(BTreeSet<String>, usize), SelectorError> {
+    if tokens.get(pos) != Some(&Token::OpenParen) {
+        return Err(SelectorError(format!(
+            "found '{}', expected: '('",
+            tokens.get(pos).map(describe).unwrap_or_default()
+        )));
+    }
+    let mut pos = pos + 1;
+    let mut values = BTreeSet::new();
+    let mut expect_value = true;
+    loop {
+        match tokens.get(pos) {
+            Some(Token::CloseParen) => {
+                if expect_value && !values.is_empty() {
+                    values.insert(String::new());
+                }
+                pos += 1;
+                break;
+            }
+            Some(Token::Comma) => {
+                if expect_value {
+                    values.insert(String::new());
+                }
+                expect_value = true;
+                pos += 1;
+            }
+            Some(Token::Word(v)) if expect_value => {
+                check_value(v)?;
+                values.insert(v.clone());
+                expect_value = false;
+                pos += 1;
+            }
+            Some(other) => {
+                return Err(SelectorError(format!(
+                    "found '{}', expected: ',', or ')'",
+                    describe(other)
+                )));
+            }
+            None => return Err(SelectorError("found '', expected: ')'".into())),
+        }
+    }
+    if values.is_empty() {
+        return Err(SelectorError(
+            "unable to parse requirement: values: Invalid value: []: for 'in', 'notin' \
+             operators, values set can't be empty"
+                .into(),
+        ));
+    }
+    Ok((values, pos))
+}
+
+/// The one value of `=`, `==`, `!=`, `gt` and `lt` at `pos` (`key=` selects the empty value);
+/// the position after it.
+fn parse_single_value(
+    tokens: &[Token],
+    mut pos: usize,
+    operator: &Operator,
+) -> Result<(BTreeSet<String>, usize), SelectorError> {
+    let value = match tokens.get(pos) {
+        Some(Token::Word(v)) => {
+            pos += 1;
+            v.clone()
+        }
+        None | Some(Token::Comma) => String::new(),
+        Some(other) => {
+            return Err(SelectorError(format!(
+                "found '{}', expected: identifier",
+                describe(other)
+            )));
+        }
+    };
+    if matches!(operator, Operator::GreaterThan | Operator::LessThan) {
+        if value.parse::<i64>().is_err() {
+            return Err(SelectorError(format!(
+                "unable to parse requirement: for 'Gt', 'Lt' operators, the value must be an \
+                 integer: {value}"
+            )));
+        }
+    } else {
+        check_value(&value)?;
+    }
+    Ok((BTreeSet::from([value]), pos))
 }
 
 /// A parsed field selector over `metadata.name`, `metadata.namespace` and the resource's own
