@@ -44,6 +44,39 @@ pub struct LocalStorage {
     read_limit: u64,
     /// The ETags of the objects this store wrote, shared by its clones.
     written: Arc<Mutex<Written>>,
+    /// The ETags the last listing computed, so that a listing reads only the files that
+    /// changed since ([`Hashed`]).
+    listed: Arc<Mutex<Listed>>,
+}
+
+/// The ETag each object had at the last listing, with the stamp of the file it was computed
+/// from and when.
+type Listed = std::collections::HashMap<String, Hashed>;
+
+#[derive(Clone, Debug)]
+struct Hashed {
+    stamp: Stamp,
+    etag: String,
+    at: std::time::SystemTime,
+}
+
+/// How long a file must have been left alone before its hash is trusted without reading it
+/// again: far more than the file system's timestamp granularity, so that a write that landed
+/// in the same clock tick as the read cannot hide behind an unchanged stamp.
+const SETTLED: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Hashed {
+    /// The ETag, when the file still has the stamp it was hashed with and had been unchanged
+    /// for [`SETTLED`] already when it was hashed: any later write moves its change time.
+    fn etag_for(&self, stamp: &Stamp) -> Option<&str> {
+        let (secs, nanos) = self.stamp.ctime;
+        let changed = u64::try_from(secs).ok().map(|secs| {
+            std::time::UNIX_EPOCH
+                + std::time::Duration::new(secs, u32::try_from(nanos).unwrap_or(0))
+        })?;
+        let settled = changed + SETTLED <= self.at;
+        (settled && self.stamp == *stamp).then_some(self.etag.as_str())
+    }
 }
 
 /// The ETag of each object this store wrote, with the identity of the file it belongs to.
@@ -106,6 +139,7 @@ impl LocalStorage {
             dir: Arc::new(dir),
             read_limit: DEFAULT_READ_LIMIT,
             written: Arc::default(),
+            listed: Arc::default(),
         })
     }
 
@@ -133,7 +167,8 @@ impl LocalStorage {
     pub(super) async fn list(&self) -> Result<Vec<ObjectInfo>, StorageError> {
         let dir = Arc::clone(&self.dir);
         let limit = self.read_limit;
-        blocking(move || list_dir(&dir, limit))
+        let listed = Arc::clone(&self.listed);
+        blocking(move || list_dir(&dir, limit, &listed))
             .await
             .map_err(|err| StorageError::List {
                 location: self.location(),
@@ -288,8 +323,10 @@ fn etag_of(bytes: &[u8]) -> String {
     format!("\"{}\"", ksd_shared::content_hash(bytes))
 }
 
-fn list_dir(dir: &Path, limit: u64) -> io::Result<Vec<ObjectInfo>> {
+fn list_dir(dir: &Path, limit: u64, listed: &Mutex<Listed>) -> io::Result<Vec<ObjectInfo>> {
     let started = std::time::Instant::now();
+    let before = std::mem::take(&mut *listed.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut hashed = Listed::with_capacity(before.len());
     let mut objects = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -316,8 +353,34 @@ fn list_dir(dir: &Path, limit: u64) -> io::Result<Vec<ObjectInfo>> {
             Err(err) => return Err(err),
         };
         let meta = file.metadata()?;
+        let stamp = Stamp::of(&meta);
+        if meta.is_file()
+            && let Some(known) = before.get(&name)
+            && let Some(etag) = known.etag_for(&stamp)
+        {
+            objects.push(ObjectInfo {
+                key: name.clone(),
+                etag: etag.to_owned(),
+                size: stamp.size,
+                last_modified: meta.modified().ok(),
+            });
+            hashed.insert(name, known.clone());
+            continue;
+        }
         let (etag, size) = match bounded::read_open_file(file, limit)? {
-            BoundedRead::Read { bytes, .. } => (etag_of(&bytes), bytes.len() as u64),
+            BoundedRead::Read { bytes, .. } => {
+                let etag = etag_of(&bytes);
+                let at = std::time::SystemTime::now();
+                hashed.insert(
+                    name.clone(),
+                    Hashed {
+                        stamp,
+                        etag: etag.clone(),
+                        at,
+                    },
+                );
+                (etag, bytes.len() as u64)
+            }
             // Never read: listed with its size (so readers refuse it without a fetch) and an
             // ETag that changes whenever the file does.
             BoundedRead::TooLarge { size, .. } => (metadata_etag(&meta, size), size),
@@ -331,6 +394,7 @@ fn list_dir(dir: &Path, limit: u64) -> io::Result<Vec<ObjectInfo>> {
         });
     }
     objects.sort_by(|a, b| a.key.cmp(&b.key));
+    *listed.lock().unwrap_or_else(|e| e.into_inner()) = hashed;
     Ok(objects)
 }
 

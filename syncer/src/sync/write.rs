@@ -228,8 +228,9 @@ impl Syncer {
     }
 }
 
-/// The blocking part of [`Syncer::ensure_file`]: a `stat` when the file is as we left it, a
-/// read and compare otherwise, a write only if the bytes differ.
+/// The blocking part of [`Syncer::ensure_file`]: a `stat` when the file is as we left it (the
+/// desired bytes, or the previous version we wrote, which is then replaced without being
+/// read), a read and compare otherwise, a write only if the bytes differ.
 pub(super) fn ensure(
     output: &OutputFile,
     desired: &Composed,
@@ -243,7 +244,15 @@ pub(super) fn ensure(
     {
         return Ok(Ensured::Unchanged);
     }
-    if output.read()?.as_deref() == Some(desired.bytes.as_slice())
+    // Still the previous version we wrote: it differs from the desired bytes without reading
+    // the file to find out.
+    let previous = known.filter(|k| k.hash != desired.hash && !force_read);
+    let stale_ours = match previous {
+        Some(previous) => output.fingerprint()? == Some(previous.fingerprint),
+        None => false,
+    };
+    if !stale_ours
+        && output.read()?.as_deref() == Some(desired.bytes.as_slice())
         && let Some(fingerprint) = output.fingerprint()?
     {
         let found = OnDisk {

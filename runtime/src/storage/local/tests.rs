@@ -443,3 +443,57 @@ async fn a_put_with_its_content_hash_gets_the_same_etag() {
         PutOutcome::Written { .. }
     ));
 }
+
+#[tokio::test]
+async fn a_listing_reuses_settled_hashes_and_still_sees_every_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = storage(tmp.path()).await;
+    let path = tmp.path().join("a.traefik.yaml");
+    std::fs::write(&path, "version: one\n").unwrap();
+    // Left alone for longer than the settling time, so the listing's hash is kept.
+    tokio::time::sleep(SETTLED + std::time::Duration::from_millis(200)).await;
+    let first = s.list().await.unwrap();
+    assert_eq!(first[0].etag, etag_of(b"version: one\n"));
+    assert_eq!(s.list().await.unwrap(), first, "nothing changed");
+
+    // Rewritten in place, same size, modification time put back: only the change time tells.
+    let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+    {
+        use std::io::Write as _;
+        let mut file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all(b"version: two\n").unwrap();
+        file.set_modified(modified).unwrap();
+    }
+    let second = s.list().await.unwrap();
+    assert_eq!(second[0].etag, etag_of(b"version: two\n"));
+
+    // Replaced by a rename, as the exporter writes.
+    let temp = tmp.path().join(".a.tmp");
+    std::fs::write(&temp, "version: 3!\n").unwrap();
+    std::fs::rename(&temp, &path).unwrap();
+    let third = s.list().await.unwrap();
+    assert_eq!(third[0].etag, etag_of(b"version: 3!\n"));
+}
+
+#[test]
+fn a_hash_is_trusted_only_once_the_file_had_settled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("f");
+    std::fs::write(&path, "x").unwrap();
+    let stamp = Stamp::read(&path).unwrap();
+    let (secs, nanos) = stamp.ctime;
+    let changed = std::time::UNIX_EPOCH
+        + std::time::Duration::new(u64::try_from(secs).unwrap(), u32::try_from(nanos).unwrap());
+    let hashed = |at| Hashed {
+        stamp,
+        etag: "\"e\"".to_owned(),
+        at,
+    };
+    assert_eq!(hashed(changed + SETTLED).etag_for(&stamp), Some("\"e\""));
+    assert_eq!(hashed(changed + SETTLED / 2).etag_for(&stamp), None);
+    let other = Stamp {
+        size: stamp.size + 1,
+        ..stamp
+    };
+    assert_eq!(hashed(changed + SETTLED).etag_for(&other), None);
+}
