@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
+use anyhow::Context;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 
 use crate::{Error, Result};
@@ -138,6 +139,22 @@ impl DirWatch {
                 return Ok(received);
             }
         }
+    }
+
+    /// [`DirWatch::wait_until_contains`] on a blocking thread, for async callers: the watch is
+    /// moved there and handed back with the outcome, ready for the next wait.
+    pub async fn wait_until_contains_async(
+        self,
+        path: PathBuf,
+        needle: String,
+        timeout: Duration,
+    ) -> anyhow::Result<(DirWatch, Result<Instant>)> {
+        tokio::task::spawn_blocking(move || {
+            let seen = self.wait_until_contains(&path, &needle, timeout);
+            (self, seen)
+        })
+        .await
+        .context("the waiting thread")
     }
 }
 

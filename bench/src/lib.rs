@@ -13,7 +13,8 @@
 //! - [`files`]: noticing that a file was replaced with a given content, by polling its
 //!   metadata ([`files::poll_until_contains`]) or through file events ([`files::DirWatch`]);
 //! - [`binaries`]: where the agents' release binaries are;
-//! - [`agents`]: waiting on a running agent's output while checking it is still alive;
+//! - [`agents`]: the syncer's environment, waiting on a running agent's output while checking
+//!   it is still alive, and ending a run ([`agents::finish`]);
 //! - [`s3`]: uploading a cluster document as an exporter would;
 //! - [`floor`]: the I/O an exporter change cannot avoid (object write, slice read).
 

@@ -96,6 +96,12 @@ impl ExporterShape {
             .collect()
     }
 
+    /// The Service change number `generation` touches: a stride of 7919 (a prime) spreads
+    /// consecutive changes over the whole cluster.
+    pub fn changed_service(&self, generation: u32) -> usize {
+        (generation as usize * 7919) % self.services.max(1)
+    }
+
     /// The slices of Service `index` after its first pod moved to [`marker_ip`]`(generation)`.
     pub fn changed_slices(&self, index: usize, generation: u32) -> Vec<EndpointSlice> {
         let mut pods = self.pods(index);

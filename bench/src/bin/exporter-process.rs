@@ -12,6 +12,7 @@
 //!    and a durable write of a file of the object's size; and the ratio of (latency minus
 //!    `DEBOUNCE`) to it.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -20,7 +21,7 @@ use ksd_bench::agents::{stop, wait_for_content};
 use ksd_bench::binaries::Agent as AgentBinary;
 use ksd_bench::floor;
 use ksd_bench::procfs::{Memory, mib};
-use ksd_bench::stats::{Summary, ms, timed};
+use ksd_bench::stats::{Summary, ms, print_line, timed};
 use ksd_bench::workload::{ExporterShape, TARGET_PORT, marker_ip, server_marker};
 use ksd_testbed::apiserver::{ApiServerOptions, TestApiServer};
 use ksd_testbed::process::Agent;
@@ -60,82 +61,101 @@ struct Args {
     startup_timeout: Duration,
 }
 
+impl Args {
+    /// The cluster the arguments describe (at least one Service).
+    fn shape(&self) -> ExporterShape {
+        ExporterShape {
+            namespaces: self.namespaces,
+            services: self.services.max(1),
+            endpoints_per_service: self.endpoints_per_service,
+        }
+    }
+}
+
 const CLUSTER: &str = "bench";
 
 fn humantime(d: Duration) -> String {
     format!("{}ms", d.as_millis())
 }
 
-/// Writes the slices of Service `index` with its first pod moved to the marker address of
-/// `generation`; returns the text that shows the change in the published object.
-fn change(
-    server: &TestApiServer,
-    shape: &ExporterShape,
-    index: usize,
+/// The EndpointSlice changes of the run, numbered from 1: change `n` moves the first pod of
+/// the Service [`ExporterShape::changed_service`] picks to the marker address of `n`.
+struct Changes<'a> {
+    server: &'a TestApiServer,
+    shape: &'a ExporterShape,
     generation: u32,
-) -> anyhow::Result<String> {
-    for slice in shape.changed_slices(index, generation) {
-        server
-            .apply_typed(&slice)
-            .context("writing an EndpointSlice")?;
-    }
-    Ok(server_marker(marker_ip(generation), TARGET_PORT))
 }
 
-/// Times from writing Service `index`'s changed slices to their watch event arriving on a
-/// watch the bench opened just before, from the current resourceVersion.
-async fn watch_event_time(
-    server: &TestApiServer,
-    shape: &ExporterShape,
-    index: usize,
-    generation: u32,
-) -> anyhow::Result<Duration> {
-    let slices = shape.changed_slices(index, generation);
-    let first = slices.first().context("a Service without slices")?;
-    let namespace = first.metadata.namespace.clone().unwrap_or_default();
-    let name = first.metadata.name.clone().unwrap_or_default();
-    let path = format!(
-        "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices?watch=true&resourceVersion={}",
-        server.resource_version()
-    );
-    let (_, mut events) = server
-        .client()
-        .watch(&path)
-        .await
-        .context("opening a watch")?;
-    let start = Instant::now();
-    for slice in &slices {
-        server
-            .apply_typed(slice)
-            .context("writing an EndpointSlice")?;
+impl Changes<'_> {
+    /// The Service and the number of the next change.
+    fn next(&mut self) -> (usize, u32) {
+        self.generation += 1;
+        (self.shape.changed_service(self.generation), self.generation)
     }
-    loop {
-        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+
+    /// Writes the slices of Service `index` with its first pod moved to the marker address of
+    /// `generation`; returns the text that shows the change in the published object.
+    fn write(&self, index: usize, generation: u32) -> anyhow::Result<String> {
+        for slice in self.shape.changed_slices(index, generation) {
+            self.server
+                .apply_typed(&slice)
+                .context("writing an EndpointSlice")?;
+        }
+        Ok(server_marker(marker_ip(generation), TARGET_PORT))
+    }
+
+    /// Times from writing Service `index`'s changed slices to their watch event arriving on a
+    /// watch the bench opened just before, from the current resourceVersion.
+    async fn watch_event_time(&self, index: usize, generation: u32) -> anyhow::Result<Duration> {
+        let server = self.server;
+        let slices = self.shape.changed_slices(index, generation);
+        let first = slices.first().context("a Service without slices")?;
+        let namespace = first.metadata.namespace.clone().unwrap_or_default();
+        let name = first.metadata.name.clone().unwrap_or_default();
+        let path = format!(
+            "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices?watch=true&resourceVersion={}",
+            server.resource_version()
+        );
+        let (_, mut events) = server
+            .client()
+            .watch(&path)
             .await
-            .context("no watch event within 10 s")?
-            .map_err(|end| anyhow::anyhow!("the watch ended: {end:?}"))?;
-        let named = event
-            .pointer("/object/metadata/name")
-            .and_then(|v| v.as_str());
-        if named == Some(name.as_str()) {
-            return Ok(start.elapsed());
+            .context("opening a watch")?;
+        let start = Instant::now();
+        for slice in &slices {
+            server
+                .apply_typed(slice)
+                .context("writing an EndpointSlice")?;
+        }
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+                .await
+                .context("no watch event within 10 s")?
+                .map_err(|end| anyhow::anyhow!("the watch ended: {end:?}"))?;
+            let named = event
+                .pointer("/object/metadata/name")
+                .and_then(|v| v.as_str());
+            if named == Some(name.as_str()) {
+                return Ok(start.elapsed());
+            }
         }
     }
+}
+
+/// The floor of a change, step by step, and the size of the object written.
+struct Floor {
+    object_len: usize,
+    events: Vec<Duration>,
+    writes: Vec<Duration>,
+    totals: Vec<Duration>,
 }
 
 fn memory_line(label: &str, memory: Memory) {
     println!("{label:<40} {memory}");
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let shape = ExporterShape {
-        namespaces: args.namespaces,
-        services: args.services.max(1),
-        endpoints_per_service: args.endpoints_per_service,
-    };
-    let binary = AgentBinary::Exporter.path()?;
+/// The first lines: the build, the binary and the state measured.
+fn print_header(args: &Args, shape: &ExporterShape, binary: &Path) {
     println!("exporter-process: {}", ksd_bench::binaries::build_note());
     println!("binary: {}", binary.display());
     println!(
@@ -146,7 +166,10 @@ async fn main() -> anyhow::Result<()> {
         humantime(args.debounce),
         humantime(args.max_delay)
     );
+}
 
+/// Starts the API server double and writes every Service and EndpointSlice of `shape` to it.
+async fn populate(shape: &ExporterShape) -> anyhow::Result<TestApiServer> {
     // A history long enough that the initial objects never expire while the exporter lists.
     let server = TestApiServer::start_with(ApiServerOptions::default().history_limit(100_000))
         .await
@@ -168,16 +191,24 @@ async fn main() -> anyhow::Result<()> {
         populated?,
         ms(took)
     );
+    Ok(server)
+}
 
-    let storage = tempfile::tempdir().context("a storage directory")?;
-    let object = storage.path().join(format!("{CLUSTER}.traefik.yaml"));
+/// Starts the exporter on `server`'s cluster, publishing into `storage`, and waits for
+/// the first complete `object`; prints how long that took and the exporter's memory then,
+/// which it returns.
+async fn start_exporter(
+    binary: &Path,
+    server: &TestApiServer,
+    storage: &Path,
+    object: &Path,
+    args: &Args,
+    shape: &ExporterShape,
+) -> anyhow::Result<(Agent, Memory)> {
     let envs: Vec<(String, String)> = [
         ("KUBECONFIG", server.kubeconfig_path().display().to_string()),
         ("CLUSTER_NAME", CLUSTER.to_owned()),
-        (
-            "STORAGE_URL",
-            format!("file://{}/", storage.path().display()),
-        ),
+        ("STORAGE_URL", format!("file://{}/", storage.display())),
         ("DEBOUNCE", humantime(args.debounce)),
         ("MAX_DELAY", humantime(args.max_delay)),
         ("ADMIN_ADDR", "127.0.0.1:0".to_owned()),
@@ -187,14 +218,13 @@ async fn main() -> anyhow::Result<()> {
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     let started = Instant::now();
-    let mut agent = Agent::spawn(&binary, Vec::<String>::new(), envs, "ksd-exporter")?;
-    let pid = agent.pid();
+    let mut agent = Agent::spawn(binary, Vec::<String>::new(), envs, "ksd-exporter")?;
 
     // Nothing is published before every watcher has listed, so the first object is complete;
     // its last Service's name proves it.
     let last = format!("\"{}\"", shape.traefik_name(shape.services - 1));
-    let first = wait_for_content(&mut agent, &object, &last, args.startup_timeout).await?;
-    let text = std::fs::read_to_string(&object).context("reading the first object")?;
+    let first = wait_for_content(&mut agent, object, &last, args.startup_timeout).await?;
+    let text = std::fs::read_to_string(object).context("reading the first object")?;
     println!(
         "first publish after {} (start to object): {} bytes, {} servers",
         ms(first - started),
@@ -202,23 +232,32 @@ async fn main() -> anyhow::Result<()> {
         text.matches("- url: ").count()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after_first = Memory::of(pid)?;
+    let after_first = Memory::of(agent.pid())?;
     memory_line("memory after the first publish:", after_first);
+    Ok((agent, after_first))
+}
 
-    // Small changes: one slice at a time, each published on its own.
-    let mut generation: u32 = 0;
+/// The churn: small changes, one slice at a time, each published on its own, for `--churn`;
+/// then the memory, the highest VmRSS seen, and VmRSS every ten seconds (to tell growth that
+/// levels off from growth that does not).
+async fn churn(
+    agent: &mut Agent,
+    object: &Path,
+    changes: &mut Changes<'_>,
+    args: &Args,
+    after_first: Memory,
+) -> anyhow::Result<()> {
+    let pid = agent.pid();
     let mut peak_rss = after_first.rss_kib;
     let churn_start = Instant::now();
     let mut last_marker = None;
-    let mut changes = 0;
-    // VmRSS every ten seconds, to tell growth that levels off from growth that does not.
+    let mut count = 0;
     let mut trail = Vec::new();
     let mut next_sample = Duration::from_secs(10);
     while churn_start.elapsed() < args.churn {
-        generation += 1;
-        let index = (generation as usize * 7919) % shape.services;
-        last_marker = Some(change(&server, &shape, index, generation)?);
-        changes += 1;
+        let (index, generation) = changes.next();
+        last_marker = Some(changes.write(index, generation)?);
+        count += 1;
         tokio::time::sleep(args.churn_every).await;
         let rss = Memory::of(pid)?.rss_kib;
         peak_rss = peak_rss.max(rss);
@@ -228,12 +267,12 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     if let Some(marker) = &last_marker {
-        wait_for_content(&mut agent, &object, marker, Duration::from_secs(30)).await?;
+        wait_for_content(agent, object, marker, Duration::from_secs(30)).await?;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after_churn = Memory::of(pid)?;
     println!(
-        "churn: {changes} slice changes over {} (one every {})",
+        "churn: {count} slice changes over {} (one every {})",
         ms(churn_start.elapsed()),
         ms(args.churn_every)
     );
@@ -244,64 +283,111 @@ async fn main() -> anyhow::Result<()> {
         mib(peak_rss)
     );
     println!("{:<40} {}", "VmRSS during the churn:", trail.join(", "));
+    Ok(())
+}
 
-    // Latency: change, then watch the object for the new address.
+/// Latency: change, then watch the object for the new address, `--gap` apart.
+async fn measure_latency(
+    agent: &mut Agent,
+    object: &Path,
+    changes: &mut Changes<'_>,
+    args: &Args,
+) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::new();
     for _ in 0..args.iterations {
-        generation += 1;
-        let index = (generation as usize * 7919) % shape.services;
+        let (index, generation) = changes.next();
         let changed_at = Instant::now();
-        let marker = change(&server, &shape, index, generation)?;
-        let seen = wait_for_content(&mut agent, &object, &marker, Duration::from_secs(30)).await?;
+        let marker = changes.write(index, generation)?;
+        let seen = wait_for_content(agent, object, &marker, Duration::from_secs(30)).await?;
         samples.push(seen.saturating_duration_since(changed_at));
         tokio::time::sleep(args.gap).await;
     }
-    let after_latency = Memory::of(pid)?;
-    memory_line("memory at the end:", after_latency);
-    if let Some(summary) = Summary::of(&samples) {
+    Ok(samples)
+}
+
+/// The exporter's memory at the end and the latency, as measured and minus `debounce`.
+fn report_latency(samples: &[Duration], debounce: Duration, at_the_end: Memory) {
+    memory_line("memory at the end:", at_the_end);
+    if let Some(summary) = Summary::of(samples) {
         println!("{:<40} {summary}", "change -> new object content:");
         println!(
             "{:<40} {}",
-            format!("same, minus DEBOUNCE ({}):", humantime(args.debounce)),
-            summary.minus(args.debounce)
+            format!("same, minus DEBOUNCE ({}):", humantime(debounce)),
+            summary.minus(debounce)
         );
     }
+}
 
-    if !stop(&mut agent, Duration::from_secs(15)).await {
-        println!("note: the exporter did not stop within 15s of SIGTERM");
-    }
-
-    // The floor, with the exporter stopped: the change's watch event, and a durable write of
-    // the object's bytes.
-    let runs = args.iterations.max(1) as usize;
+/// The floor, with the exporter stopped: the change's watch event, and a durable write of
+/// the object's bytes, `runs` of each.
+async fn measure_floor(
+    changes: &mut Changes<'_>,
+    object: &Path,
+    runs: usize,
+) -> anyhow::Result<Floor> {
     let mut events = Vec::with_capacity(runs);
     for _ in 0..runs {
-        generation += 1;
-        let index = (generation as usize * 7919) % shape.services;
-        events.push(watch_event_time(&server, &shape, index, generation).await?);
+        let (index, generation) = changes.next();
+        events.push(changes.watch_event_time(index, generation).await?);
     }
-    let bytes = std::fs::read(&object).context("reading the last object")?;
+    let bytes = std::fs::read(object).context("reading the last object")?;
     let writes = floor::object_writes(runs, &bytes)?;
-    let floor_times = floor::sums(&events, &writes);
-    let line = |label: &str, samples: &[Duration]| match Summary::of(samples) {
-        Some(summary) => println!("{label:<40} {summary}"),
-        None => println!("{label:<40} no samples"),
-    };
-    line("floor: watch event of the change:", &events);
+    let totals = floor::sums(&events, &writes);
+    Ok(Floor {
+        object_len: bytes.len(),
+        events,
+        writes,
+        totals,
+    })
+}
+
+/// The floor's lines, and the ratio of (latency minus `debounce`) to it.
+fn report_floor(steps: &Floor, samples: &[Duration], debounce: Duration) {
+    let line = |label: &str, samples: &[Duration]| print_line(label, 40, samples);
+    line("floor: watch event of the change:", &steps.events);
     line(
-        &format!("floor: durable write of {} bytes:", bytes.len()),
-        &writes,
+        &format!("floor: durable write of {} bytes:", steps.object_len),
+        &steps.writes,
     );
-    line("floor: event + write:", &floor_times);
+    line("floor: event + write:", &steps.totals);
     if let (Some(measured), Some(floor_summary)) =
-        (Summary::of(&samples), Summary::of(&floor_times))
+        (Summary::of(samples), Summary::of(&steps.totals))
     {
-        let measured = measured.minus(args.debounce);
+        let measured = measured.minus(debounce);
         println!(
             "ratio to the floor ((latency - DEBOUNCE) / floor): median {}, p99 {}",
             floor::ratio(measured.median, floor_summary.median),
             floor::ratio(measured.p99, floor_summary.p99)
         );
     }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let shape = args.shape();
+    let binary = AgentBinary::Exporter.path()?;
+    print_header(&args, &shape, &binary);
+    let server = populate(&shape).await?;
+
+    let storage = tempfile::tempdir().context("a storage directory")?;
+    let object = storage.path().join(format!("{CLUSTER}.traefik.yaml"));
+    let (mut agent, after_first) =
+        start_exporter(&binary, &server, storage.path(), &object, &args, &shape).await?;
+    let mut changes = Changes {
+        server: &server,
+        shape: &shape,
+        generation: 0,
+    };
+    churn(&mut agent, &object, &mut changes, &args, after_first).await?;
+    let samples = measure_latency(&mut agent, &object, &mut changes, &args).await?;
+    report_latency(&samples, args.debounce, Memory::of(agent.pid())?);
+
+    if !stop(&mut agent, Duration::from_secs(15)).await {
+        println!("note: the exporter did not stop within 15s of SIGTERM");
+    }
+    let runs = args.iterations.max(1) as usize;
+    let floor = measure_floor(&mut changes, &object, runs).await?;
+    report_floor(&floor, &samples, args.debounce);
     Ok(())
 }

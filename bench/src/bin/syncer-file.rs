@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use ksd_bench::agents::{stop, wait_for_content};
+use ksd_bench::agents::{SYNCER_OUTPUT_FILE as OUTPUT_FILE, finish, syncer_env, wait_for_content};
 use ksd_bench::binaries::Agent as AgentBinary;
 use ksd_bench::files::DirWatch;
 use ksd_bench::procfs::Memory;
@@ -54,7 +54,17 @@ struct Args {
     startup_timeout: Duration,
 }
 
-const OUTPUT_FILE: &str = "k8s-service-discovery.yml";
+impl Args {
+    /// The synthetic state the arguments describe (at least one of everything).
+    fn shape(&self) -> SyncerShape {
+        SyncerShape {
+            clusters: self.clusters.max(1),
+            services_per_cluster: self.services.max(1),
+            servers_per_service: self.servers.max(1),
+            shared_names: self.shared_names,
+        }
+    }
+}
 
 /// Replaces `dir/key` with `bytes` the way a careful writer does, and returns the instant of
 /// the rename that makes the new content visible.
@@ -71,6 +81,8 @@ fn replace_object(dir: &Path, key: &str, bytes: &[u8]) -> anyhow::Result<Instant
     Ok(at)
 }
 
+/// The propagation samples, each followed by a floor sample, for `iterations` changes `gap`
+/// apart, or until `budget` is spent. Blocking: run it on a thread of its own.
 fn measure(
     shape: SyncerShape,
     storage_dir: &Path,
@@ -134,16 +146,8 @@ fn floor_once(
     Ok(start.elapsed())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let shape = SyncerShape {
-        clusters: args.clusters.max(1),
-        services_per_cluster: args.services.max(1),
-        servers_per_service: args.servers.max(1),
-        shared_names: args.shared_names,
-    };
-    let binary = AgentBinary::Syncer.path()?;
+/// The first lines: the build, the binary and the state measured.
+fn print_header(shape: &SyncerShape, binary: &Path) {
     println!("syncer-file: {}", ksd_bench::binaries::build_note());
     println!("binary: {}", binary.display());
     println!(
@@ -154,12 +158,13 @@ async fn main() -> anyhow::Result<()> {
         shape.servers(),
         shape.shared_names
     );
+}
 
-    let storage_dir = tempfile::tempdir().context("a storage directory")?;
-    let traefik_dir = tempfile::tempdir().context("a Traefik directory")?;
+/// Opens `storage_dir` as `file://` storage and stores every cluster's initial object in it.
+async fn store_state(storage_dir: &Path, shape: &SyncerShape) -> anyhow::Result<Storage> {
     let storage = Storage::connect(
         &StorageUrl::Local {
-            dir: storage_dir.path().to_owned(),
+            dir: storage_dir.to_owned(),
         },
         &S3Options::default(),
     )
@@ -176,8 +181,12 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("storing {}", shape.key(c)))?;
     }
     println!("stored {} cluster objects, {total} bytes", shape.clusters);
-    // What every file event costs the syncer before it decides anything: a listing of the
-    // directory, with an ETag for every object.
+    Ok(storage)
+}
+
+/// What every file event costs the syncer before it decides anything: a listing of the
+/// directory, with an ETag for every object.
+async fn time_listings(storage: &Storage, shape: &SyncerShape) -> anyhow::Result<()> {
     let mut listings = Vec::new();
     for _ in 0..10 {
         let start = Instant::now();
@@ -195,29 +204,31 @@ async fn main() -> anyhow::Result<()> {
     if let Some(summary) = Summary::of(&listings) {
         println!("{:<40} {summary}", "file:// listing (Storage::list):");
     }
+    Ok(())
+}
 
-    let envs: Vec<(String, String)> = [
-        (
-            "STORAGE_URL",
-            format!("file://{}/", storage_dir.path().display()),
-        ),
-        ("TRAEFIK_DIR", traefik_dir.path().display().to_string()),
-        ("OUTPUT_FILE", OUTPUT_FILE.to_owned()),
-        ("ADMIN_ADDR", "127.0.0.1:0".to_owned()),
-        ("RUST_LOG", "info".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+/// Starts the syncer over `storage_dir`, writing into `traefik_dir`, and waits for its first
+/// complete merged file; prints how long that took, its size and the syncer's memory then.
+async fn start_syncer(
+    binary: &Path,
+    storage_dir: &Path,
+    traefik_dir: &Path,
+    shape: &SyncerShape,
+    startup_timeout: Duration,
+) -> anyhow::Result<Agent> {
+    let envs = syncer_env(
+        format!("file://{}/", storage_dir.display()),
+        None,
+        traefik_dir,
+    );
     let started = Instant::now();
-    let mut agent = Agent::spawn(&binary, Vec::<String>::new(), envs, "ksd-syncer")?;
-    let pid = agent.pid();
-    let output = traefik_dir.path().join(OUTPUT_FILE);
+    let mut agent = Agent::spawn(binary, Vec::<String>::new(), envs, "ksd-syncer")?;
+    let output = traefik_dir.join(OUTPUT_FILE);
     let first = wait_for_content(
         &mut agent,
         &output,
         &shape.last_server_marker(),
-        args.startup_timeout,
+        startup_timeout,
     )
     .await?;
     let size = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
@@ -229,8 +240,30 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "{:<40} {}",
         "memory with the state loaded:",
-        Memory::of(pid)?
+        Memory::of(agent.pid())?
     );
+    Ok(agent)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let shape = args.shape();
+    let binary = AgentBinary::Syncer.path()?;
+    print_header(&shape, &binary);
+
+    let storage_dir = tempfile::tempdir().context("a storage directory")?;
+    let traefik_dir = tempfile::tempdir().context("a Traefik directory")?;
+    let storage = store_state(storage_dir.path(), &shape).await?;
+    time_listings(&storage, &shape).await?;
+    let mut agent = start_syncer(
+        &binary,
+        storage_dir.path(),
+        traefik_dir.path(),
+        &shape,
+        args.startup_timeout,
+    )
+    .await?;
 
     let (storage_path, traefik_path) =
         (storage_dir.path().to_owned(), traefik_dir.path().to_owned());
@@ -243,19 +276,10 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "{:<40} {}",
         "memory after the iterations:",
-        Memory::of(pid)?
+        Memory::of(agent.pid())?
     );
     print_line("object rename -> merged file changed:", 40, &samples);
     print_line("floor: read+hash object, write merged:", 40, &floor);
     print_ratio("propagation / floor:", 40, &samples, &floor);
-    if let Some(status) = agent.try_exit() {
-        anyhow::bail!(
-            "the syncer exited during the run ({status})\n{}",
-            agent.logs()
-        );
-    }
-    if !stop(&mut agent, Duration::from_secs(15)).await {
-        println!("note: the syncer did not stop within 15s of SIGTERM");
-    }
-    Ok(())
+    finish(&mut agent, "syncer").await
 }

@@ -10,11 +10,12 @@
 //! Expected propagation is about POLL_INTERVAL / 2 on average (the wait for the next poll)
 //! plus the floor plus the merge and render (see `syncer-render`).
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use ksd_bench::agents::{stop, wait_for_content};
+use ksd_bench::agents::{SYNCER_OUTPUT_FILE as OUTPUT_FILE, finish, syncer_env, wait_for_content};
 use ksd_bench::binaries::Agent as AgentBinary;
 use ksd_bench::files::DirWatch;
 use ksd_bench::procfs::Memory;
@@ -59,7 +60,18 @@ struct Args {
     startup_timeout: Duration,
 }
 
-const OUTPUT_FILE: &str = "k8s-service-discovery.yml";
+impl Args {
+    /// The synthetic state the arguments describe (at least one of everything).
+    fn shape(&self) -> SyncerShape {
+        SyncerShape {
+            clusters: self.clusters.max(1),
+            services_per_cluster: self.services.max(1),
+            servers_per_service: self.servers.max(1),
+            shared_names: self.shared_names,
+        }
+    }
+}
+
 const PREFIX: &str = "bench/";
 
 fn line(label: &str, samples: &[Duration]) {
@@ -103,16 +115,24 @@ async fn get(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> anyhow::Re
     Ok(body.into_bytes().len())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let shape = SyncerShape {
-        clusters: args.clusters.max(1),
-        services_per_cluster: args.services.max(1),
-        servers_per_service: args.servers.max(1),
-        shared_names: args.shared_names,
-    };
-    let binary = AgentBinary::Syncer.path()?;
+/// Propagation samples: from the end, and from the start, of an upload to the merged file
+/// holding its change.
+struct Propagation {
+    from_done: Vec<Duration>,
+    from_start: Vec<Duration>,
+}
+
+/// The floor of one cycle, step by step, and the size of the merged file it writes.
+struct Floor {
+    merged_len: usize,
+    lists: Vec<Duration>,
+    gets: Vec<Duration>,
+    writes: Vec<Duration>,
+    totals: Vec<Duration>,
+}
+
+/// The first lines: the build, the binary and the state measured.
+fn print_header(args: &Args, shape: &SyncerShape, binary: &Path) {
     println!("syncer-s3: {}", ksd_bench::binaries::build_note());
     println!("binary: {}", binary.display());
     println!(
@@ -124,44 +144,45 @@ async fn main() -> anyhow::Result<()> {
         shape.shared_names,
         ms(args.poll_interval)
     );
+}
 
-    let fixture = S3Fixture::start().await.context("starting moto")?;
-    let bucket = fixture.bucket().to_owned();
-    // Uploads go to moto directly; the syncer and the floor go through the proxy.
-    let uploader = fixture.client();
+/// The object key of cluster `index` under the benchmark's prefix.
+fn object_key(shape: &SyncerShape, index: usize) -> String {
+    format!("{PREFIX}{}", shape.key(index))
+}
+
+/// Uploads every cluster's initial object.
+async fn upload_state(
+    uploader: &aws_sdk_s3::Client,
+    bucket: &str,
+    shape: &SyncerShape,
+) -> anyhow::Result<()> {
     for c in 0..shape.clusters {
         let bytes = shape.document_bytes(c, None)?;
-        upload(
-            &uploader,
-            &bucket,
-            &format!("{PREFIX}{}", shape.key(c)),
-            bytes,
-        )
-        .await?;
+        upload(uploader, bucket, &object_key(shape, c), bytes).await?;
     }
     println!("uploaded {} cluster objects", shape.clusters);
+    Ok(())
+}
 
-    let traefik_dir = tempfile::tempdir().context("a Traefik directory")?;
+/// Starts the syncer over the fixture's bucket, writing into `traefik_dir`, and waits for its
+/// first complete merged file; prints how long that took and the syncer's memory then.
+async fn start_syncer(
+    fixture: &S3Fixture,
+    binary: &Path,
+    args: &Args,
+    shape: &SyncerShape,
+    traefik_dir: &Path,
+) -> anyhow::Result<Agent> {
     let mut envs = fixture.env();
-    envs.extend(
-        [
-            ("STORAGE_URL", fixture.storage_url(PREFIX)),
-            (
-                "POLL_INTERVAL",
-                format!("{}ms", args.poll_interval.as_millis()),
-            ),
-            ("TRAEFIK_DIR", traefik_dir.path().display().to_string()),
-            ("OUTPUT_FILE", OUTPUT_FILE.to_owned()),
-            ("ADMIN_ADDR", "127.0.0.1:0".to_owned()),
-            ("RUST_LOG", "info".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v)),
-    );
+    envs.extend(syncer_env(
+        fixture.storage_url(PREFIX),
+        Some(args.poll_interval),
+        traefik_dir,
+    ));
     let started = Instant::now();
-    let mut agent = Agent::spawn(&binary, Vec::<String>::new(), envs, "ksd-syncer")?;
-    let pid = agent.pid();
-    let output = traefik_dir.path().join(OUTPUT_FILE);
+    let mut agent = Agent::spawn(binary, Vec::<String>::new(), envs, "ksd-syncer")?;
+    let output = traefik_dir.join(OUTPUT_FILE);
     let first = wait_for_content(
         &mut agent,
         &output,
@@ -177,12 +198,22 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "{:<44} {}",
         "syncer memory with the state loaded:",
-        Memory::of(pid)?
+        Memory::of(agent.pid())?
     );
+    Ok(agent)
+}
 
-    // Propagation. Uploads start at evenly spread points of the poll period, so the wait for
-    // the next poll is sampled over the whole period rather than at one phase of it.
-    let mut watch = DirWatch::new(traefik_dir.path())?;
+/// Propagation. Uploads start at evenly spread points of the poll period, so the wait for the
+/// next poll is sampled over the whole period rather than at one phase of it.
+async fn measure_propagation(
+    args: &Args,
+    shape: &SyncerShape,
+    uploader: &aws_sdk_s3::Client,
+    bucket: &str,
+    traefik_dir: &Path,
+) -> anyhow::Result<Propagation> {
+    let output = traefik_dir.join(OUTPUT_FILE);
+    let mut watch = DirWatch::new(traefik_dir)?;
     let mut from_done = Vec::new();
     let mut from_start = Vec::new();
     let measuring = Instant::now();
@@ -202,45 +233,41 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(args.poll_interval.mul_f64(spread(i as usize))).await;
         watch.drain();
         let upload_start = Instant::now();
-        upload(
-            &uploader,
-            &bucket,
-            &format!("{PREFIX}{}", shape.key(cluster)),
-            bytes,
-        )
-        .await?;
+        upload(uploader, bucket, &object_key(shape, cluster), bytes).await?;
         let upload_done = Instant::now();
-        let output_path = output.clone();
-        let (returned, seen) = tokio::task::spawn_blocking(move || {
-            let seen = watch.wait_until_contains(&output_path, &marker, Duration::from_secs(60));
-            (watch, seen)
-        })
-        .await
-        .context("the waiting thread")?;
+        let (returned, seen) = watch
+            .wait_until_contains_async(output.clone(), marker, Duration::from_secs(60))
+            .await?;
         watch = returned;
         let seen = seen?;
         from_done.push(seen.saturating_duration_since(upload_done));
         from_start.push(seen.saturating_duration_since(upload_start));
     }
-    println!(
-        "{:<44} {}",
-        "syncer memory after the iterations:",
-        Memory::of(pid)?
-    );
+    Ok(Propagation {
+        from_done,
+        from_start,
+    })
+}
 
-    // The floor, through the same proxy the syncer uses.
-    let proxy = fixture.proxy_client();
-    let merged = std::fs::read(&output).context("reading the merged file")?;
+/// The floor, through the same proxy the syncer uses: per run, one LIST of the prefix, one GET
+/// of a cluster object, and one atomic write of the merged file at `output`'s size.
+async fn measure_floor(
+    proxy: &aws_sdk_s3::Client,
+    bucket: &str,
+    shape: &SyncerShape,
+    output: &Path,
+    runs: usize,
+) -> anyhow::Result<Floor> {
+    let merged = std::fs::read(output).context("reading the merged file")?;
     let floor_dir = tempfile::tempdir().context("a directory for the floor's writes")?;
     let writer = OutputFile::new(floor_dir.path(), OUTPUT_FILE);
     let (mut lists, mut gets, mut writes, mut totals) = (vec![], vec![], vec![], vec![]);
-    for r in 0..args.floor_runs.max(1) {
+    for r in 0..runs.max(1) {
         let start = Instant::now();
-        let keys = list(&proxy, &bucket).await?;
+        let keys = list(proxy, bucket).await?;
         anyhow::ensure!(keys == shape.clusters, "listed {keys} keys");
         let listed = Instant::now();
-        let key = format!("{PREFIX}{}", shape.key(r % shape.clusters));
-        get(&proxy, &bucket, &key).await?;
+        get(proxy, bucket, &object_key(shape, r % shape.clusters)).await?;
         let fetched = Instant::now();
         let (bytes, writer_back) = (merged.clone(), writer.clone());
         tokio::task::spawn_blocking(move || writer_back.write_atomic(&bytes))
@@ -253,32 +280,73 @@ async fn main() -> anyhow::Result<()> {
         writes.push(written - fetched);
         totals.push(written - start);
     }
+    Ok(Floor {
+        merged_len: merged.len(),
+        lists,
+        gets,
+        writes,
+        totals,
+    })
+}
 
-    println!("merged file: {} bytes", merged.len());
-    line("upload done -> merged file changed", &from_done);
-    line("upload start -> merged file changed", &from_start);
-    line("floor: LIST", &lists);
-    line("floor: GET of one cluster object", &gets);
-    line("floor: write + rename of the merged file", &writes);
-    line("floor: LIST + GET + write", &totals);
-    if let (Some(propagation), Some(floor)) = (Summary::of(&from_done), Summary::of(&totals)) {
+/// The result lines: propagation, the floor's steps, and the mean propagation split into the
+/// wait for the next poll and the rest.
+fn report(poll_interval: Duration, propagation: &Propagation, floor: &Floor) {
+    println!("merged file: {} bytes", floor.merged_len);
+    line("upload done -> merged file changed", &propagation.from_done);
+    line(
+        "upload start -> merged file changed",
+        &propagation.from_start,
+    );
+    line("floor: LIST", &floor.lists);
+    line("floor: GET of one cluster object", &floor.gets);
+    line("floor: write + rename of the merged file", &floor.writes);
+    line("floor: LIST + GET + write", &floor.totals);
+    if let (Some(measured), Some(floor)) = (
+        Summary::of(&propagation.from_done),
+        Summary::of(&floor.totals),
+    ) {
         println!(
             "mean propagation {} = POLL_INTERVAL/2 ({}) + {} (floor median {})",
-            ms(propagation.mean),
-            ms(args.poll_interval / 2),
-            ms(propagation.mean.saturating_sub(args.poll_interval / 2)),
+            ms(measured.mean),
+            ms(poll_interval / 2),
+            ms(measured.mean.saturating_sub(poll_interval / 2)),
             ms(floor.median)
         );
     }
+}
 
-    if let Some(status) = agent.try_exit() {
-        anyhow::bail!(
-            "the syncer exited during the run ({status})\n{}",
-            agent.logs()
-        );
-    }
-    if !stop(&mut agent, Duration::from_secs(15)).await {
-        println!("note: the syncer did not stop within 15s of SIGTERM");
-    }
-    Ok(())
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let shape = args.shape();
+    let binary = AgentBinary::Syncer.path()?;
+    print_header(&args, &shape, &binary);
+
+    let fixture = S3Fixture::start().await.context("starting moto")?;
+    let bucket = fixture.bucket().to_owned();
+    // Uploads go to moto directly; the syncer and the floor go through the proxy.
+    let uploader = fixture.client();
+    upload_state(&uploader, &bucket, &shape).await?;
+
+    let traefik_dir = tempfile::tempdir().context("a Traefik directory")?;
+    let mut agent = start_syncer(&fixture, &binary, &args, &shape, traefik_dir.path()).await?;
+    let propagation =
+        measure_propagation(&args, &shape, &uploader, &bucket, traefik_dir.path()).await?;
+    println!(
+        "{:<44} {}",
+        "syncer memory after the iterations:",
+        Memory::of(agent.pid())?
+    );
+    let output = traefik_dir.path().join(OUTPUT_FILE);
+    let floor = measure_floor(
+        &fixture.proxy_client(),
+        &bucket,
+        &shape,
+        &output,
+        args.floor_runs,
+    )
+    .await?;
+    report(args.poll_interval, &propagation, &floor);
+    finish(&mut agent, "syncer").await
 }
