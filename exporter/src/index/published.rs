@@ -13,6 +13,7 @@
 //!   whole document does.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use ksd_shared::backend::{Backend, Origin, Protocol};
 use ksd_shared::names::{ClusterName, NameBook, NameCollision, NameTemplate, ObjectFormat};
@@ -22,6 +23,7 @@ use ksd_shared::traefik::{
 
 use super::{Index, PortBackend, ServiceKey};
 use crate::document::{self, DocumentBuildError, RefusedTarget, Snapshot};
+use crate::publication::ServiceNames;
 
 /// The published state of one Service.
 #[derive(Debug, Default)]
@@ -56,6 +58,8 @@ pub struct Published {
     names: NameBook,
     blocks: Blocks,
     services: HashMap<ServiceKey, Entry>,
+    /// Every Service's Traefik service names, rebuilt only when a name changes.
+    service_names: Arc<ServiceNames>,
     /// Services whose document is invalid.
     invalid: BTreeSet<ServiceKey>,
     refused: BTreeSet<RefusedTarget>,
@@ -75,6 +79,7 @@ impl Published {
             names: NameBook::new(template),
             blocks: Blocks::new(document::TRAEFIK_VERSION),
             services: HashMap::new(),
+            service_names: Arc::default(),
             invalid: BTreeSet::new(),
             refused: BTreeSet::new(),
             backends: 0,
@@ -105,12 +110,27 @@ impl Published {
                 .into_iter()
                 .map(|origin| ServiceKey::new(origin.namespace, origin.service)),
         );
+        let names_before: Vec<Option<Vec<String>>> = touched
+            .iter()
+            .map(|key| self.services.get(key).map(|e| e.names.clone()))
+            .collect();
         // Every old block goes first: a name one Service gives up may be another's now.
         for key in &touched {
             self.withdraw(key);
         }
         for key in &touched {
             self.enter(key, index.ports(key));
+        }
+        // Endpoints moving (the common change) leave every name as it was.
+        let names_after = touched
+            .iter()
+            .map(|key| self.services.get(key).map(|e| &e.names));
+        if !names_before.iter().map(Option::as_ref).eq(names_after) {
+            self.service_names = Arc::new(ServiceNames::from_names(
+                self.services
+                    .iter()
+                    .map(|(key, entry)| (key.clone(), entry.names.clone())),
+            ));
         }
     }
 
@@ -172,11 +192,7 @@ impl Published {
             outputs,
             backends: self.backends,
             servers: self.servers,
-            services: std::sync::Arc::new(crate::publication::ServiceNames::from_names(
-                self.services
-                    .iter()
-                    .map(|(key, entry)| (key.clone(), entry.names.clone())),
-            )),
+            services: Arc::clone(&self.service_names),
             first_change: None,
         })
     }
