@@ -282,6 +282,19 @@ enum Segment {
 ///
 /// Literal text may use `[A-Za-z0-9_-]`; `.`, `@`, `{{` and unknown placeholders are refused
 /// when the template is parsed, so a bad `NAME_TEMPLATE` stops the exporter at start-up.
+/// The segment `{name}` stands for in a template.
+fn placeholder(name: &str) -> Result<Segment, String> {
+    match name {
+        "namespace" => Ok(Segment::Namespace),
+        "service" => Ok(Segment::Service),
+        "port" => Ok(Segment::Port),
+        other if other.contains('{') => Err("unbalanced '{': no closing '}'".to_owned()),
+        other => Err(format!(
+            "unknown placeholder {{{other}}}: use {{namespace}}, {{service}} or {{port}}"
+        )),
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NameTemplate {
     source: String,
@@ -313,21 +326,7 @@ impl NameTemplate {
                     let Some(end) = rest.find('}') else {
                         return Err(refuse("unbalanced '{': no closing '}'".to_owned()));
                     };
-                    let placeholder = &rest[1..end];
-                    let segment = match placeholder {
-                        "namespace" => Segment::Namespace,
-                        "service" => Segment::Service,
-                        "port" => Segment::Port,
-                        other if other.contains('{') => {
-                            return Err(refuse("unbalanced '{': no closing '}'".to_owned()));
-                        }
-                        other => {
-                            return Err(refuse(format!(
-                                "unknown placeholder {{{other}}}: use {{namespace}}, {{service}} \
-                                 or {{port}}"
-                            )));
-                        }
-                    };
+                    let segment = placeholder(&rest[1..end]).map_err(refuse)?;
                     if !literal.is_empty() {
                         segments.push(Segment::Literal(std::mem::take(&mut literal)));
                     }

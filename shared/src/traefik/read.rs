@@ -445,37 +445,40 @@ fn from_serde(error: &serde_path_to_error::Error<serde_yaml::Error>) -> Document
     } else if starts("recursion limit") || starts("repetition limit") {
         DocumentError::Yaml { line, message }
     } else {
-        let line = Some(line);
-        match last {
-            "url" | "address" => DocumentError::InvalidServer {
-                line,
-                path,
-                message,
-            },
-            "services" => DocumentError::InvalidName {
-                line,
-                path,
-                message,
-            },
-            "name" | "path" => DocumentError::InvalidOption {
-                line,
-                path,
-                message,
-            },
-            // Go reads it, the project's bounds refuse it.
-            "interval" | "timeout" if message.contains(PROBE_BOUNDS) => {
-                DocumentError::InvalidOption {
-                    line,
-                    path,
-                    message,
-                }
-            }
-            _ => DocumentError::InvalidValue {
-                line,
-                path,
-                message,
-            },
-        }
+        value_refused(Some(line), path, message)
+    }
+}
+
+/// A typed value's own refusal, classified by the field it points at (the path's last
+/// segment).
+fn value_refused(line: Option<usize>, path: String, message: String) -> DocumentError {
+    match path.rsplit(['.', ']']).next().unwrap_or_default() {
+        "url" | "address" => DocumentError::InvalidServer {
+            line,
+            path,
+            message,
+        },
+        "services" => DocumentError::InvalidName {
+            line,
+            path,
+            message,
+        },
+        "name" | "path" => DocumentError::InvalidOption {
+            line,
+            path,
+            message,
+        },
+        // Go reads it, the project's bounds refuse it.
+        "interval" | "timeout" if message.contains(PROBE_BOUNDS) => DocumentError::InvalidOption {
+            line,
+            path,
+            message,
+        },
+        _ => DocumentError::InvalidValue {
+            line,
+            path,
+            message,
+        },
     }
 }
 
