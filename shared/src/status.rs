@@ -568,9 +568,9 @@ mod tests {
         assert!(matches!(err, StatusError::WrongSyncer { .. }), "{err}");
     }
 
-    #[test]
-    fn answers() {
-        let prod = cluster("prod");
+    /// A served cluster: served at its etag (quotes and weak markers aside), not yet seen at
+    /// another, and a cluster the acknowledgement does not name is unknown.
+    fn served_answers(prod: &ClusterName) {
         let served = ack_with(
             "prod",
             ClusterAck {
@@ -584,16 +584,16 @@ mod tests {
         );
         // Quotes and weak markers do not matter.
         assert_eq!(
-            served.answer(&prod, "e1"),
+            served.answer(prod, "e1"),
             Answer::Served {
                 servers: 4,
                 services: 2,
                 left_out: vec![]
             }
         );
-        assert!(served.answer(&prod, "W/\"e1\"").is_served());
+        assert!(served.answer(prod, "W/\"e1\"").is_served());
         assert_eq!(
-            served.answer(&prod, "\"e2\""),
+            served.answer(prod, "\"e2\""),
             Answer::NotYetSeen {
                 seen: Some("\"e1\"".into())
             }
@@ -602,7 +602,11 @@ mod tests {
             served.answer(&cluster("other"), "e1"),
             Answer::UnknownCluster
         );
+    }
 
+    /// A rejected latest version: the reason, detail and line, and that an older version is
+    /// still served; the older etag does not count as served.
+    fn rejected_answers(prod: &ClusterName) {
         let rejected = ack_with(
             "prod",
             ClusterAck {
@@ -615,7 +619,7 @@ mod tests {
                 ..ClusterAck::default()
             },
         );
-        let answer = rejected.answer(&prod, "\"e2\"");
+        let answer = rejected.answer(prod, "\"e2\"");
         assert_eq!(
             answer,
             Answer::Rejected {
@@ -630,8 +634,11 @@ mod tests {
             "rejected (invalid_yaml) at line 7: bad indentation; an older version is still served"
         );
         // The older version's exporter is long gone: asking about e1 is "not the latest".
-        assert!(!rejected.answer(&prod, "\"e1\"").is_served());
+        assert!(!rejected.answer(prod, "\"e1\"").is_served());
+    }
 
+    /// A missing cluster counts its polls; a stale one says it is stale.
+    fn missing_and_stale_answers(prod: &ClusterName) {
         let missing = ack_with(
             "prod",
             ClusterAck {
@@ -641,7 +648,7 @@ mod tests {
                 ..ClusterAck::default()
             },
         );
-        assert_eq!(missing.answer(&prod, "e1"), Answer::Missing { polls: 2 });
+        assert_eq!(missing.answer(prod, "e1"), Answer::Missing { polls: 2 });
 
         let stale = ack_with(
             "prod",
@@ -651,6 +658,14 @@ mod tests {
                 ..ClusterAck::default()
             },
         );
-        assert_eq!(stale.answer(&prod, "e1"), Answer::Stale);
+        assert_eq!(stale.answer(prod, "e1"), Answer::Stale);
+    }
+
+    #[test]
+    fn answers() {
+        let prod = cluster("prod");
+        served_answers(&prod);
+        rejected_answers(&prod);
+        missing_and_stale_answers(&prod);
     }
 }

@@ -91,6 +91,92 @@ async fn wait_pools(
     }
 }
 
+/// Both clusters' `web` servers, in one pool and in one per cluster: east has one, west two.
+fn pools_at_the_start() -> BTreeMap<String, Vec<String>> {
+    expect(&[
+        (
+            "default-web-http",
+            &[
+                "http://10.0.0.1:8080",
+                "http://10.1.0.1:8080",
+                "http://10.1.0.2:8080",
+            ],
+        ),
+        ("default-web-http.east", &["http://10.0.0.1:8080"]),
+        (
+            "default-web-http.west",
+            &["http://10.1.0.1:8080", "http://10.1.0.2:8080"],
+        ),
+    ])
+}
+
+/// After east scales `web` up to three servers.
+fn pools_after_east_scales_up() -> BTreeMap<String, Vec<String>> {
+    expect(&[
+        (
+            "default-web-http",
+            &[
+                "http://10.0.0.1:8080",
+                "http://10.0.0.2:8080",
+                "http://10.0.0.3:8080",
+                "http://10.1.0.1:8080",
+                "http://10.1.0.2:8080",
+            ],
+        ),
+        (
+            "default-web-http.east",
+            &[
+                "http://10.0.0.1:8080",
+                "http://10.0.0.2:8080",
+                "http://10.0.0.3:8080",
+            ],
+        ),
+        (
+            "default-web-http.west",
+            &["http://10.1.0.1:8080", "http://10.1.0.2:8080"],
+        ),
+    ])
+}
+
+/// After west then scales `web` down to one server.
+fn pools_after_west_scales_down() -> BTreeMap<String, Vec<String>> {
+    expect(&[
+        (
+            "default-web-http",
+            &[
+                "http://10.0.0.1:8080",
+                "http://10.0.0.2:8080",
+                "http://10.0.0.3:8080",
+                "http://10.1.0.2:8080",
+            ],
+        ),
+        (
+            "default-web-http.east",
+            &[
+                "http://10.0.0.1:8080",
+                "http://10.0.0.2:8080",
+                "http://10.0.0.3:8080",
+            ],
+        ),
+        ("default-web-http.west", &["http://10.1.0.2:8080"]),
+    ])
+}
+
+/// The syncer's metrics agree with the file (both clusters accepted, 3 servers in east, 1 in
+/// west), and it is ready.
+async fn metrics_count_the_final_servers(syncer: &Syncer) {
+    assert_eq!(syncer.metric("ksd_syncer_clusters_accepted").await, 2.0);
+    assert_eq!(
+        syncer.metric("ksd_syncer_servers{cluster=\"east\"}").await,
+        3.0
+    );
+    assert_eq!(
+        syncer.metric("ksd_syncer_servers{cluster=\"west\"}").await,
+        1.0
+    );
+    assert!(syncer.ready().await);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_clusters_through_exporters_and_the_bucket_into_one_file() {
     let east = TestApiServer::start().await.unwrap();
@@ -129,26 +215,7 @@ async fn two_clusters_through_exporters_and_the_bucket_into_one_file() {
     let syncer = SyncerConfig::s3(&s3, prefix, traefik.path()).spawn();
     let exporters = [&east_exporter, &west_exporter];
 
-    wait_pools(
-        &syncer,
-        &exporters,
-        &expect(&[
-            (
-                "default-web-http",
-                &[
-                    "http://10.0.0.1:8080",
-                    "http://10.1.0.1:8080",
-                    "http://10.1.0.2:8080",
-                ],
-            ),
-            ("default-web-http.east", &["http://10.0.0.1:8080"]),
-            (
-                "default-web-http.west",
-                &["http://10.1.0.1:8080", "http://10.1.0.2:8080"],
-            ),
-        ]),
-    )
-    .await;
+    wait_pools(&syncer, &exporters, &pools_at_the_start()).await;
     assert!(syncer.text().contains("# Clusters: east, west\n"));
 
     // Scale up in east.
@@ -161,73 +228,12 @@ async fn two_clusters_through_exporters_and_the_bucket_into_one_file() {
         ],
     )
     .unwrap();
-    wait_pools(
-        &syncer,
-        &exporters,
-        &expect(&[
-            (
-                "default-web-http",
-                &[
-                    "http://10.0.0.1:8080",
-                    "http://10.0.0.2:8080",
-                    "http://10.0.0.3:8080",
-                    "http://10.1.0.1:8080",
-                    "http://10.1.0.2:8080",
-                ],
-            ),
-            (
-                "default-web-http.east",
-                &[
-                    "http://10.0.0.1:8080",
-                    "http://10.0.0.2:8080",
-                    "http://10.0.0.3:8080",
-                ],
-            ),
-            (
-                "default-web-http.west",
-                &["http://10.1.0.1:8080", "http://10.1.0.2:8080"],
-            ),
-        ]),
-    )
-    .await;
+    wait_pools(&syncer, &exporters, &pools_after_east_scales_up()).await;
 
     // Scale down in west.
     west.set_endpoints(&web, &[Pod::ready("web-1", "10.1.0.2")])
         .unwrap();
-    wait_pools(
-        &syncer,
-        &exporters,
-        &expect(&[
-            (
-                "default-web-http",
-                &[
-                    "http://10.0.0.1:8080",
-                    "http://10.0.0.2:8080",
-                    "http://10.0.0.3:8080",
-                    "http://10.1.0.2:8080",
-                ],
-            ),
-            (
-                "default-web-http.east",
-                &[
-                    "http://10.0.0.1:8080",
-                    "http://10.0.0.2:8080",
-                    "http://10.0.0.3:8080",
-                ],
-            ),
-            ("default-web-http.west", &["http://10.1.0.2:8080"]),
-        ]),
-    )
-    .await;
+    wait_pools(&syncer, &exporters, &pools_after_west_scales_down()).await;
 
-    assert_eq!(syncer.metric("ksd_syncer_clusters_accepted").await, 2.0);
-    assert_eq!(
-        syncer.metric("ksd_syncer_servers{cluster=\"east\"}").await,
-        3.0
-    );
-    assert_eq!(
-        syncer.metric("ksd_syncer_servers{cluster=\"west\"}").await,
-        1.0
-    );
-    assert!(syncer.ready().await);
+    metrics_count_the_final_servers(&syncer).await;
 }

@@ -112,49 +112,63 @@ async fn an_upload_reaches_the_file_through_an_event_without_a_listing() {
     assert!(body.contains("events: receiving, last message"), "{body}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn duplicates_reordering_and_garbage_change_nothing() {
-    let s3 = S3Fixture::start().await.unwrap();
-    let prefix = "dup/";
-    let queue = s3.event_queue(prefix).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+/// Where cluster a settled after two versions: both versions' etags, the file as written
+/// for v2, the number of writes so far and the file's modification time.
+struct Settled {
+    etag1: String,
+    etag2: String,
+    file: Vec<u8>,
+    writes: f64,
+    mtime: std::time::SystemTime,
+}
+
+/// Uploads v1 then v2 of cluster a, waits for each in the file and for the queue to drain,
+/// and notes where things stand.
+async fn a_settles_on_v2(
+    s3: &S3Fixture,
+    prefix: &str,
+    queue: &ksd_testbed::s3::EventQueue,
+    syncer: &Syncer,
+) -> Settled {
     let v1 = http_doc(&[("web", &["10.0.0.1"])]);
     let v2 = http_doc(&[("web", &["10.0.0.2"])]);
-    put(
-        &s3,
-        prefix,
-        "other.traefik.yaml",
-        http_doc(&[("x", &["10.9.0.1"])]),
-    )
-    .await;
-
-    let syncer = SyncerConfig::s3(&s3, prefix, dir.path())
-        .env("POLL_INTERVAL", NO_POLL)
-        .env("S3_EVENT_QUEUE_URL", queue.url())
-        .spawn();
-    syncer.wait_clusters("other").await;
-    put(&s3, prefix, "a.traefik.yaml", v1.clone()).await;
-    let etag1 = etag(&s3, "dup/a.traefik.yaml").await;
+    put(s3, prefix, "a.traefik.yaml", v1.clone()).await;
+    let etag1 = etag(s3, "dup/a.traefik.yaml").await;
     syncer
         .wait_file("a v1", |t| t.contains("10.0.0.1:80"))
         .await;
-    put(&s3, prefix, "a.traefik.yaml", v2.clone()).await;
-    let etag2 = etag(&s3, "dup/a.traefik.yaml").await;
-    let settled = syncer
+    put(s3, prefix, "a.traefik.yaml", v2.clone()).await;
+    let etag2 = etag(s3, "dup/a.traefik.yaml").await;
+    let file = syncer
         .wait_file("a v2", |t| t.contains("10.0.0.2:80"))
         .await;
-    wait_drained(&queue).await;
+    wait_drained(queue).await;
     let writes = syncer
         .metric("ksd_syncer_writes_total{outcome=\"ok\"}")
         .await;
-    let mtime_before = mtime(&syncer.output);
-    let bucket = s3.bucket().to_owned();
+    let mtime = mtime(&syncer.output);
+    Settled {
+        etag1,
+        etag2,
+        file,
+        writes,
+        mtime,
+    }
+}
 
-    // Redelivered and out of order: v2's event again, then v1's (older sequencer), then
-    // things that are not ours, then garbage.
+/// Redelivered and out of order: v2's event again, then v1's (older sequencer), then
+/// things that are not ours, then garbage. Waits until the queue is drained and both garbage
+/// messages are counted as invalid.
+async fn send_stale_foreign_and_garbage_events(
+    s3: &S3Fixture,
+    queue: &ksd_testbed::s3::EventQueue,
+    syncer: &Syncer,
+    settled: &Settled,
+) {
+    let bucket = s3.bucket().to_owned();
     let key = "dup/a.traefik.yaml";
-    let e2 = etag2.trim_matches('"');
-    let e1 = etag1.trim_matches('"');
+    let e2 = settled.etag2.trim_matches('"');
+    let e1 = settled.etag1.trim_matches('"');
     for body in [
         s3_event(&bucket, "ObjectCreated:Put", key, e2, "00000000000000F2"),
         s3_event(&bucket, "ObjectCreated:Put", key, e2, "00000000000000F2"),
@@ -186,18 +200,26 @@ async fn duplicates_reordering_and_garbage_change_nothing() {
     ] {
         queue.send(&body).await.unwrap();
     }
-    wait_drained(&queue).await;
+    wait_drained(queue).await;
     syncer
         .wait_metric("ksd_syncer_event_invalid_messages_total", 2.0)
         .await;
+}
 
-    assert_eq!(syncer.read().unwrap(), settled, "the file did not change");
-    assert_eq!(mtime(&syncer.output), mtime_before, "nor was it rewritten");
+/// The file is as it was and was not rewritten; the stale events count as unchanged, the
+/// foreign ones as ignored, and the garbage is logged and deleted.
+async fn nothing_changed(syncer: &Syncer, settled: &Settled) {
+    assert_eq!(
+        syncer.read().unwrap(),
+        settled.file,
+        "the file did not change"
+    );
+    assert_eq!(mtime(&syncer.output), settled.mtime, "nor was it rewritten");
     assert_eq!(
         syncer
             .metric("ksd_syncer_writes_total{outcome=\"ok\"}")
             .await,
-        writes
+        settled.writes
     );
     assert!(
         syncer
@@ -214,6 +236,30 @@ async fn duplicates_reordering_and_garbage_change_nothing() {
             >= 3.0
     );
     assert!(syncer.log_count("cannot read a queue message; deleting it") >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicates_reordering_and_garbage_change_nothing() {
+    let s3 = S3Fixture::start().await.unwrap();
+    let prefix = "dup/";
+    let queue = s3.event_queue(prefix).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    put(
+        &s3,
+        prefix,
+        "other.traefik.yaml",
+        http_doc(&[("x", &["10.9.0.1"])]),
+    )
+    .await;
+
+    let syncer = SyncerConfig::s3(&s3, prefix, dir.path())
+        .env("POLL_INTERVAL", NO_POLL)
+        .env("S3_EVENT_QUEUE_URL", queue.url())
+        .spawn();
+    syncer.wait_clusters("other").await;
+    let settled = a_settles_on_v2(&s3, prefix, &queue, &syncer).await;
+    send_stale_foreign_and_garbage_events(&s3, &queue, &syncer, &settled).await;
+    nothing_changed(&syncer, &settled).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

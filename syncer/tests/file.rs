@@ -27,6 +27,104 @@ fn versioned_doc(name: &str, n: usize, servers: usize) -> String {
     http_doc(&[(&format!("svc-{name}"), &refs), ("shared", &refs[..1])])
 }
 
+/// A reader as Traefik would be one: on every event in Traefik's directory it reads the file
+/// and records whether it was whole and valid.
+struct Reader {
+    watcher: notify::RecommendedWatcher,
+    /// Versions it read.
+    reads: Arc<AtomicUsize>,
+    /// Reads that were torn or invalid, with what was read.
+    failures: Arc<Mutex<Vec<String>>>,
+}
+
+/// Starts a [`Reader`] of `output`, watching `dir`.
+fn start_reader(output: &Path, dir: &Path) -> Reader {
+    let reads = Arc::new(AtomicUsize::new(0));
+    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (reads_in, failures_in, output_in) =
+        (reads.clone(), failures.clone(), output.to_path_buf());
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_err() {
+            return;
+        }
+        // The file may be mid-rename: NotFound is not a torn read, anything read must be whole.
+        if let Ok(bytes) = std::fs::read(&output_in) {
+            reads_in.fetch_add(1, Ordering::SeqCst);
+            if let Err(error) = check_merged(&bytes) {
+                failures_in
+                    .lock()
+                    .unwrap()
+                    .push(format!("{error}\n{}", String::from_utf8_lossy(&bytes)));
+            }
+        }
+    })
+    .unwrap();
+    watcher.watch(dir, RecursiveMode::NonRecursive).unwrap();
+    Reader {
+        watcher,
+        reads,
+        failures,
+    }
+}
+
+/// Writes versions 1 to 1000, round robin over `clusters`, and returns the file the syncer
+/// should end with: each cluster's last version.
+async fn write_1000_versions(
+    storage: &ksd_runtime::storage::Storage,
+    clusters: [&str; 3],
+) -> Vec<u8> {
+    let mut last = Vec::new();
+    for n in 1..=1000 {
+        let name = clusters[n % 3];
+        put_local(
+            storage,
+            &format!("{name}.traefik.yaml"),
+            &versioned_doc(name, n, 20),
+        )
+        .await;
+    }
+    for (i, name) in clusters.iter().enumerate() {
+        // The last version written for each cluster.
+        let n = (1..=1000).rev().find(|n| n % 3 == i).unwrap();
+        last.push((*name, versioned_doc(name, n, 20)));
+    }
+    expected_file(
+        &last
+            .iter()
+            .map(|(n, d)| (*n, d.as_str()))
+            .collect::<Vec<_>>(),
+        TraefikVersion::V3,
+    )
+}
+
+/// No read was torn or invalid, the reader saw at least as many versions as the syncer
+/// wrote (at least two), and no other config file is in Traefik's directory.
+async fn every_read_was_whole(syncer: &Syncer, reader: Reader, traefik: &Path) {
+    let Reader {
+        watcher,
+        reads,
+        failures,
+    } = reader;
+    drop(watcher);
+    let failures = std::mem::take(&mut *failures.lock().unwrap());
+    assert!(
+        failures.is_empty(),
+        "torn or invalid reads: {:?}",
+        &failures[..1]
+    );
+    let reads = reads.load(Ordering::SeqCst);
+    let writes = syncer
+        .metric("ksd_syncer_writes_total{outcome=\"ok\"}")
+        .await;
+    // The first version and the last one at least; every rename wakes the reader.
+    assert!(writes >= 2.0, "{writes} writes");
+    assert!(
+        reads as f64 >= writes,
+        "the reader saw {reads} versions of {writes}"
+    );
+    assert!(config_files_except(traefik, OUTPUT_FILE).is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_version_a_reader_sees_during_rapid_updates_is_whole_and_valid() {
     let store = tempfile::tempdir().unwrap();
@@ -44,88 +142,20 @@ async fn every_version_a_reader_sees_during_rapid_updates_is_whole_and_valid() {
     let syncer = SyncerConfig::new(&file_url(store.path()), traefik.path()).spawn();
     syncer.wait_clusters("a, b, c").await;
 
-    // The reader: on every event in Traefik's directory, read the file as Traefik would.
-    let output = syncer.output.clone();
-    let reads = Arc::new(AtomicUsize::new(0));
-    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
-    let (reads_in, failures_in, output_in) = (reads.clone(), failures.clone(), output.clone());
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_err() {
-            return;
-        }
-        // The file may be mid-rename: NotFound is not a torn read, anything read must be whole.
-        if let Ok(bytes) = std::fs::read(&output_in) {
-            reads_in.fetch_add(1, Ordering::SeqCst);
-            if let Err(error) = check_merged(&bytes) {
-                failures_in
-                    .lock()
-                    .unwrap()
-                    .push(format!("{error}\n{}", String::from_utf8_lossy(&bytes)));
-            }
-        }
-    })
-    .unwrap();
-    watcher
-        .watch(traefik.path(), RecursiveMode::NonRecursive)
-        .unwrap();
-
-    let mut last = Vec::new();
-    for n in 1..=1000 {
-        let name = clusters[n % 3];
-        put_local(
-            &storage,
-            &format!("{name}.traefik.yaml"),
-            &versioned_doc(name, n, 20),
-        )
-        .await;
-    }
-    for (i, name) in clusters.iter().enumerate() {
-        // The last version written for each cluster.
-        let n = (1..=1000).rev().find(|n| n % 3 == i).unwrap();
-        last.push((*name, versioned_doc(name, n, 20)));
-    }
-    let expected = expected_file(
-        &last
-            .iter()
-            .map(|(n, d)| (*n, d.as_str()))
-            .collect::<Vec<_>>(),
-        TraefikVersion::V3,
-    );
+    let reader = start_reader(&syncer.output, traefik.path());
+    let expected = write_1000_versions(&storage, clusters).await;
     syncer
         .wait_file("the last versions", |t| t.as_bytes() == expected.as_slice())
         .await;
-    drop(watcher);
-
-    let failures = std::mem::take(&mut *failures.lock().unwrap());
-    assert!(
-        failures.is_empty(),
-        "torn or invalid reads: {:?}",
-        &failures[..1]
-    );
-    let reads = reads.load(Ordering::SeqCst);
-    let writes = syncer
-        .metric("ksd_syncer_writes_total{outcome=\"ok\"}")
-        .await;
-    // The first version and the last one at least; every rename wakes the reader.
-    assert!(writes >= 2.0, "{writes} writes");
-    assert!(
-        reads as f64 >= writes,
-        "the reader saw {reads} versions of {writes}"
-    );
-    assert!(config_files_except(traefik.path(), OUTPUT_FILE).is_empty());
+    every_read_was_whole(&syncer, reader, traefik.path()).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn kill_9_during_writes_never_leaves_a_torn_file_or_a_config_temp_file() {
-    let store = tempfile::tempdir().unwrap();
-    let traefik = tempfile::tempdir().unwrap();
-    let storage = local_storage(store.path()).await;
-    // Large documents (about 0.5 MB merged), so that a write takes long enough to be interrupted.
-    const SERVERS: usize = 3_000;
-    put_local(&storage, "a.traefik.yaml", &versioned_doc("a", 0, SERVERS)).await;
-    put_local(&storage, "b.traefik.yaml", &versioned_doc("b", 0, SERVERS)).await;
-
-    // A writer that keeps changing cluster a while the syncer is killed again and again.
+/// A writer that keeps changing cluster a (its document has `servers` servers) every 20 ms
+/// until `stop` is set.
+fn keep_changing_cluster_a(
+    storage: &ksd_runtime::storage::Storage,
+    servers: usize,
+) -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let stop = stop.clone();
@@ -133,17 +163,27 @@ async fn kill_9_during_writes_never_leaves_a_torn_file_or_a_config_temp_file() {
         tokio::spawn(async move {
             let mut n = 1;
             while !stop.load(Ordering::SeqCst) {
-                put_local(&storage, "a.traefik.yaml", &versioned_doc("a", n, SERVERS)).await;
+                put_local(&storage, "a.traefik.yaml", &versioned_doc("a", n, servers)).await;
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
     };
+    (stop, writer)
+}
 
-    // The killer: SIGKILL as soon as the syncer creates a temporary file, i.e. mid-write.
-    // The agent sits behind a lock so the watcher's thread can kill it without a fork.
+/// The killer: SIGKILL as soon as the syncer creates a temporary file, i.e. mid-write.
+/// The agent sits behind a lock so the watcher's thread can kill it without a fork.
+struct Killer {
+    watcher: notify::RecommendedWatcher,
+    victim: Arc<Mutex<Option<ksd_testbed::process::Agent>>>,
+    /// Kill at the n-th temporary file of a run (0: disarmed), so some runs complete writes.
+    armed: Arc<AtomicUsize>,
+}
+
+/// Starts a [`Killer`] watching `dir`, disarmed and without a victim.
+fn start_killer(dir: &Path) -> Killer {
     let victim: Arc<Mutex<Option<ksd_testbed::process::Agent>>> = Arc::default();
-    // Kill at the n-th temporary file of a run (0: disarmed), so some runs complete writes.
     let armed = Arc::new(AtomicUsize::new(0));
     let (victim_in, armed_in) = (victim.clone(), armed.clone());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -165,15 +205,24 @@ async fn kill_9_during_writes_never_leaves_a_torn_file_or_a_config_temp_file() {
         }
     })
     .unwrap();
-    watcher
-        .watch(traefik.path(), RecursiveMode::NonRecursive)
-        .unwrap();
+    watcher.watch(dir, RecursiveMode::NonRecursive).unwrap();
+    Killer {
+        watcher,
+        victim,
+        armed,
+    }
+}
 
-    let output = traefik.path().join(OUTPUT_FILE);
+/// Twenty runs of the syncer, each killed by `killer` mid-write (or after 10 s if no write
+/// started): after each, the file is whole if there is one, and no other config file is
+/// left. Returns how many rounds left temporary files and how many left a file.
+async fn kill_in_rounds(store: &Path, traefik: &Path, killer: &Killer) -> (usize, usize) {
+    let (victim, armed) = (&killer.victim, &killer.armed);
+    let output = traefik.join(OUTPUT_FILE);
     let mut rounds_leaving_temp_files = 0;
     let mut rounds_with_a_file = 0;
     for round in 0..20 {
-        let syncer = SyncerConfig::new(&file_url(store.path()), traefik.path()).spawn();
+        let syncer = SyncerConfig::new(&file_url(store), traefik).spawn();
         *victim.lock().unwrap() = Some(syncer.agent);
         armed.store(rand::rng().random_range(1..=4), Ordering::SeqCst);
         // Killed by the watcher mid-write, or by us if no write started in time.
@@ -202,27 +251,23 @@ async fn kill_9_during_writes_never_leaves_a_torn_file_or_a_config_temp_file() {
             check_merged(&bytes)
                 .unwrap_or_else(|e| panic!("round {round}: torn file: {e}\n{}", agent.logs()));
         }
-        let extra = config_files_except(traefik.path(), OUTPUT_FILE);
+        let extra = config_files_except(traefik, OUTPUT_FILE);
         assert!(extra.is_empty(), "round {round}: {extra:?}");
-        if !temp_files(traefik.path()).is_empty() {
+        if !temp_files(traefik).is_empty() {
             rounds_leaving_temp_files += 1;
         }
     }
-    drop(watcher);
-    stop.store(true, Ordering::SeqCst);
-    writer.await.unwrap();
-    assert!(
-        rounds_leaving_temp_files > 0,
-        "no kill landed between the temporary file's creation and its rename"
-    );
-    assert!(rounds_with_a_file > 0, "no write ever completed");
+    (rounds_leaving_temp_files, rounds_with_a_file)
+}
 
-    // A new run cleans up whatever temporary files the kills left, and converges.
-    let planted = traefik.path().join(format!(".{OUTPUT_FILE}.tmp-Planted01"));
+/// A new run cleans up whatever temporary files the kills left (and one planted here), says
+/// so in its log, and converges to a valid file.
+async fn a_new_run_cleans_up_and_converges(store: &Path, traefik: &Path) {
+    let planted = traefik.join(format!(".{OUTPUT_FILE}.tmp-Planted01"));
     std::fs::write(&planted, "half a fi").unwrap();
-    let syncer = SyncerConfig::new(&file_url(store.path()), traefik.path()).spawn();
+    let syncer = SyncerConfig::new(&file_url(store), traefik).spawn();
     wait_for("temp files cleaned", WAIT, || {
-        let left = temp_files(traefik.path());
+        let left = temp_files(traefik);
         async move { left.is_empty().then_some(()) }
     })
     .await
@@ -236,12 +281,148 @@ async fn kill_9_during_writes_never_leaves_a_torn_file_or_a_config_temp_file() {
     assert!(syncer.log_count("removed a temporary file left by a previous run") >= 1);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_writes_never_leaves_a_torn_file_or_a_config_temp_file() {
+    let store = tempfile::tempdir().unwrap();
+    let traefik = tempfile::tempdir().unwrap();
+    let storage = local_storage(store.path()).await;
+    // Large documents (about 0.5 MB merged), so that a write takes long enough to be interrupted.
+    const SERVERS: usize = 3_000;
+    put_local(&storage, "a.traefik.yaml", &versioned_doc("a", 0, SERVERS)).await;
+    put_local(&storage, "b.traefik.yaml", &versioned_doc("b", 0, SERVERS)).await;
+
+    // Cluster a keeps changing while the syncer is killed again and again.
+    let (stop, writer) = keep_changing_cluster_a(&storage, SERVERS);
+    let killer = start_killer(traefik.path());
+    let (rounds_leaving_temp_files, rounds_with_a_file) =
+        kill_in_rounds(store.path(), traefik.path(), &killer).await;
+    drop(killer.watcher);
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    assert!(
+        rounds_leaving_temp_files > 0,
+        "no kill landed between the temporary file's creation and its rename"
+    );
+    assert!(rounds_with_a_file > 0, "no write ever completed");
+
+    a_new_run_cleans_up_and_converges(store.path(), traefik.path()).await;
+}
+
 fn temp_files(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.contains(".tmp-"))
         .collect()
+}
+
+/// Deleted, then overwritten with other content: the file is restored each time.
+async fn restored_after_delete_and_edit(syncer: &Syncer, good: &[u8]) {
+    std::fs::remove_file(&syncer.output).unwrap();
+    syncer
+        .wait_file("restored after delete", |t| t.as_bytes() == good)
+        .await;
+
+    std::fs::write(&syncer.output, "http:\n  services: {}\n").unwrap();
+    syncer
+        .wait_file("restored after edit", |t| t.as_bytes() == good)
+        .await;
+}
+
+/// Edited in place to the same size, with the modification time put back: nothing in the
+/// file's metadata tells it apart, the write event does, and the file is restored.
+async fn restored_after_a_same_size_edit_in_place(syncer: &Syncer, good: &[u8]) {
+    let edited = String::from_utf8(good.to_vec())
+        .unwrap()
+        .replace("10.0.0.1", "10.0.0.9");
+    assert_eq!(edited.len(), good.len());
+    let modified = std::fs::metadata(&syncer.output)
+        .unwrap()
+        .modified()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&syncer.output)
+            .unwrap();
+        file.write_all(edited.as_bytes()).unwrap();
+        file.set_modified(modified).unwrap();
+    }
+    syncer
+        .wait_file("restored after a same-size edit in place", |t| {
+            t.as_bytes() == good
+        })
+        .await;
+}
+
+/// Replaced by rename, as editors save: the file is restored.
+async fn restored_after_rename(syncer: &Syncer, traefik_dir: &Path, good: &[u8]) {
+    let other = traefik_dir.join("edit.tmp");
+    std::fs::write(&other, "# mine now\n").unwrap();
+    std::fs::rename(&other, &syncer.output).unwrap();
+    syncer
+        .wait_file("restored after rename", |t| t.as_bytes() == good)
+        .await;
+}
+
+/// Four restores counted and logged; `main.yml` kept its content and modification time, and
+/// the directory holds only it and the syncer's file.
+async fn restores_counted_and_other_files_untouched(
+    syncer: &Syncer,
+    traefik_dir: &Path,
+    main_yml: &Path,
+    main_mtime: std::time::SystemTime,
+) {
+    syncer.wait_metric("ksd_syncer_restores_total", 4.0).await;
+    assert_eq!(
+        std::fs::read_to_string(main_yml).unwrap(),
+        "http:\n  routers: {}\n"
+    );
+    assert_eq!(mtime(main_yml), main_mtime);
+    assert!(syncer.log_count("restored") >= 4);
+    let leftovers: Vec<_> = std::fs::read_dir(traefik_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(leftovers.len(), 2, "only main.yml and ours: {leftovers:?}");
+}
+
+/// The whole directory replaced (a volume re-mounted, a config-management run): the file
+/// is written into the new one, and the watch follows it (a deletion there is restored).
+async fn followed_into_a_replaced_directory(
+    syncer: &Syncer,
+    parent: &Path,
+    traefik_dir: &Path,
+    good: &[u8],
+) {
+    std::fs::rename(traefik_dir, parent.join("old")).unwrap();
+    std::fs::create_dir(traefik_dir).unwrap();
+    syncer
+        .wait_file("written into the new directory", |t| t.as_bytes() == good)
+        .await;
+    std::fs::remove_file(&syncer.output).unwrap();
+    syncer
+        .wait_file("restored in the new directory", |t| t.as_bytes() == good)
+        .await;
+}
+
+/// Gone for a while, then back: the directory is found again without waiting for the next
+/// poll.
+async fn found_again_when_the_directory_is_back(
+    syncer: &Syncer,
+    parent: &Path,
+    traefik_dir: &Path,
+    good: &[u8],
+) {
+    std::fs::rename(traefik_dir, parent.join("older")).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    std::fs::create_dir(traefik_dir).unwrap();
+    syncer
+        .wait_file("written once the directory is back", |t| {
+            t.as_bytes() == good
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -267,87 +448,12 @@ async fn the_output_file_is_restored_when_deleted_or_edited_and_other_files_are_
         .spawn();
     let good = syncer.wait_clusters("a").await;
 
-    std::fs::remove_file(&syncer.output).unwrap();
-    syncer
-        .wait_file("restored after delete", |t| t.as_bytes() == good.as_slice())
-        .await;
-
-    std::fs::write(&syncer.output, "http:\n  services: {}\n").unwrap();
-    syncer
-        .wait_file("restored after edit", |t| t.as_bytes() == good.as_slice())
-        .await;
-
-    // Edited in place to the same size, with the modification time put back: nothing in the
-    // file's metadata tells it apart, the write event does.
-    let edited = String::from_utf8(good.clone())
-        .unwrap()
-        .replace("10.0.0.1", "10.0.0.9");
-    assert_eq!(edited.len(), good.len());
-    let modified = std::fs::metadata(&syncer.output)
-        .unwrap()
-        .modified()
-        .unwrap();
-    {
-        use std::io::Write as _;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&syncer.output)
-            .unwrap();
-        file.write_all(edited.as_bytes()).unwrap();
-        file.set_modified(modified).unwrap();
-    }
-    syncer
-        .wait_file("restored after a same-size edit in place", |t| {
-            t.as_bytes() == good.as_slice()
-        })
-        .await;
-
-    // Replaced by rename, as editors save.
-    let other = traefik_dir.join("edit.tmp");
-    std::fs::write(&other, "# mine now\n").unwrap();
-    std::fs::rename(&other, &syncer.output).unwrap();
-    syncer
-        .wait_file("restored after rename", |t| t.as_bytes() == good.as_slice())
-        .await;
-
-    syncer.wait_metric("ksd_syncer_restores_total", 4.0).await;
-    assert_eq!(
-        std::fs::read_to_string(&main_yml).unwrap(),
-        "http:\n  routers: {}\n"
-    );
-    assert_eq!(mtime(&main_yml), main_mtime);
-    assert!(syncer.log_count("restored") >= 4);
-    let leftovers: Vec<_> = std::fs::read_dir(&traefik_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(leftovers.len(), 2, "only main.yml and ours: {leftovers:?}");
-
-    // The whole directory replaced (a volume re-mounted, a config-management run): the file
-    // is written into the new one, and the watch follows it.
-    std::fs::rename(&traefik_dir, parent.path().join("old")).unwrap();
-    std::fs::create_dir(&traefik_dir).unwrap();
-    syncer
-        .wait_file("written into the new directory", |t| {
-            t.as_bytes() == good.as_slice()
-        })
-        .await;
-    std::fs::remove_file(&syncer.output).unwrap();
-    syncer
-        .wait_file("restored in the new directory", |t| {
-            t.as_bytes() == good.as_slice()
-        })
-        .await;
-
-    // Gone for a while, then back: found again without waiting for the next poll.
-    std::fs::rename(&traefik_dir, parent.path().join("older")).unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    std::fs::create_dir(&traefik_dir).unwrap();
-    syncer
-        .wait_file("written once the directory is back", |t| {
-            t.as_bytes() == good.as_slice()
-        })
-        .await;
+    restored_after_delete_and_edit(&syncer, &good).await;
+    restored_after_a_same_size_edit_in_place(&syncer, &good).await;
+    restored_after_rename(&syncer, &traefik_dir, &good).await;
+    restores_counted_and_other_files_untouched(&syncer, &traefik_dir, &main_yml, main_mtime).await;
+    followed_into_a_replaced_directory(&syncer, parent.path(), &traefik_dir, &good).await;
+    found_again_when_the_directory_is_back(&syncer, parent.path(), &traefik_dir, &good).await;
 }
 
 /// A small tmpfs mounted for one test, unmounted when dropped. Tests run as root, where

@@ -62,8 +62,29 @@ fn explain(admin: std::net::SocketAddr, service: &str) -> (Option<i32>, String, 
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn two_named_syncers_acknowledge_what_they_serve_and_say_why_not() {
+/// Two clusters' documents in the bucket, and three syncers reading them: `edge-strict`
+/// (objects of at most 300 bytes), `edge-open`, and one without `SYNCER_NAME`.
+///
+/// Fields are declared in the reverse order of their creation so that they drop as the
+/// locals of one function would.
+struct Scene {
+    b: ClusterName,
+    a: ClusterName,
+    anonymous: Syncer,
+    open: Syncer,
+    strict: Syncer,
+    _dirs: Vec<tempfile::TempDir>,
+    etag_b: String,
+    etag_a: String,
+    status: Storage,
+    root: Storage,
+    prefix: &'static str,
+    s3: S3Fixture,
+}
+
+/// Puts a small document for cluster a and a large one (over 300 bytes) for cluster b, then
+/// starts the three syncers.
+async fn setup() -> Scene {
     let s3 = S3Fixture::start().await.unwrap();
     let prefix = "status/";
     let root = storage(&s3, prefix);
@@ -104,32 +125,67 @@ async fn two_named_syncers_acknowledge_what_they_serve_and_say_why_not() {
 
     let a = ClusterName::parse("a").unwrap();
     let b = ClusterName::parse("b").unwrap();
-    let ack = wait_ack(&status, "edge-strict", "edge-strict acknowledges", |ack| {
-        ack.clusters.len() == 2
-            && ack.answer(&a, &etag_a).is_served()
-            && matches!(ack.answer(&b, &etag_b), Answer::Rejected { .. })
-    })
+    Scene {
+        b,
+        a,
+        anonymous,
+        open,
+        strict,
+        _dirs: dirs,
+        etag_b,
+        etag_a,
+        status,
+        root,
+        prefix,
+        s3,
+    }
+}
+
+/// `edge-strict` acknowledges a as served and b as rejected (too large); `edge-open`
+/// acknowledges both as served, with b's 12 servers and the hash of its output.
+async fn named_syncers_acknowledge(scene: &Scene) {
+    let (a, b) = (&scene.a, &scene.b);
+    let (etag_a, etag_b) = (&scene.etag_a, &scene.etag_b);
+    let ack = wait_ack(
+        &scene.status,
+        "edge-strict",
+        "edge-strict acknowledges",
+        |ack| {
+            ack.clusters.len() == 2
+                && ack.answer(a, etag_a).is_served()
+                && matches!(ack.answer(b, etag_b), Answer::Rejected { .. })
+        },
+    )
     .await;
-    assert!(ack.answer(&a, &etag_a).is_served(), "{ack:?}");
-    match ack.answer(&b, &etag_b) {
+    assert!(ack.answer(a, etag_a).is_served(), "{ack:?}");
+    match ack.answer(b, etag_b) {
         Answer::Rejected { reason, .. } => assert_eq!(reason, "too_large"),
         other => panic!("b on edge-strict: {other:?}"),
     }
-    let ack = wait_ack(&status, "edge-open", "edge-open acknowledges", |ack| {
-        ack.clusters.len() == 2
-            && ack.output_hash.is_some()
-            && ack.answer(&a, &etag_a).is_served()
-            && ack.answer(&b, &etag_b).is_served()
-    })
+    let ack = wait_ack(
+        &scene.status,
+        "edge-open",
+        "edge-open acknowledges",
+        |ack| {
+            ack.clusters.len() == 2
+                && ack.output_hash.is_some()
+                && ack.answer(a, etag_a).is_served()
+                && ack.answer(b, etag_b).is_served()
+        },
+    )
     .await;
-    assert!(ack.answer(&a, &etag_a).is_served(), "{ack:?}");
-    assert!(ack.answer(&b, &etag_b).is_served(), "{ack:?}");
-    assert_eq!(ack.clusters[&b].servers, 12);
+    assert!(ack.answer(a, etag_a).is_served(), "{ack:?}");
+    assert!(ack.answer(b, etag_b).is_served(), "{ack:?}");
+    assert_eq!(ack.clusters[b].servers, 12);
     assert!(ack.output_hash.is_some());
+}
 
-    // The syncer without SYNCER_NAME serves too, and wrote nothing to the bucket.
-    anonymous.wait_clusters("a, b").await;
-    let keys: Vec<String> = status
+/// The syncer without `SYNCER_NAME` serves too, and wrote nothing to the bucket: only the
+/// two named acknowledgements and the two documents are there.
+async fn the_anonymous_syncer_serves_and_writes_nothing(scene: &Scene) {
+    scene.anonymous.wait_clusters("a, b").await;
+    let keys: Vec<String> = scene
+        .status
         .list()
         .await
         .unwrap()
@@ -137,7 +193,8 @@ async fn two_named_syncers_acknowledge_what_they_serve_and_say_why_not() {
         .map(|o| o.key)
         .collect();
     assert_eq!(keys, ["edge-open.json", "edge-strict.json"]);
-    let root_keys: Vec<String> = root
+    let root_keys: Vec<String> = scene
+        .root
         .list()
         .await
         .unwrap()
@@ -145,8 +202,12 @@ async fn two_named_syncers_acknowledge_what_they_serve_and_say_why_not() {
         .map(|o| o.key)
         .collect();
     assert_eq!(root_keys, ["a.traefik.yaml", "b.traefik.yaml"]);
+}
 
-    // /status: the same facts as JSON.
+/// `/status` on `edge-strict`: the same facts as JSON, down to each cluster's state, reason,
+/// servers and the hash of the file it wrote. Returns that hash.
+async fn status_json_states_the_facts(scene: &Scene) -> String {
+    let strict = &scene.strict;
     let (code, body) = http_get(strict.admin, "/status").await.unwrap();
     assert_eq!(code, 200, "{body}");
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -157,7 +218,7 @@ async fn two_named_syncers_acknowledge_what_they_serve_and_say_why_not() {
     assert_eq!(clusters[0]["name"], "a");
     assert_eq!(clusters[0]["state"], "served");
     assert_eq!(clusters[0]["key"], "a.traefik.yaml");
-    assert_eq!(clusters[0]["etag"], etag_a.as_str());
+    assert_eq!(clusters[0]["etag"], scene.etag_a.as_str());
     assert_eq!(clusters[0]["services"][0]["name"], "web");
     assert_eq!(
         clusters[0]["services"][0]["servers"][0],
@@ -173,9 +234,13 @@ async fn two_named_syncers_acknowledge_what_they_serve_and_say_why_not() {
         hash,
         ksd_shared::content_hash(&std::fs::read(&strict.output).unwrap())
     );
+    hash.to_owned()
+}
 
-    // `/`: the same facts in HTML, without scripts.
-    let (code, html) = http_get(strict.admin, "/").await.unwrap();
+/// `/` on `edge-strict`: the same facts in HTML (including the output's `hash`), without
+/// scripts.
+async fn the_root_page_states_the_facts_in_html(scene: &Scene, hash: &str) {
+    let (code, html) = http_get(scene.strict.admin, "/").await.unwrap();
     assert_eq!(code, 200);
     for fact in [
         "edge-strict",
@@ -190,8 +255,12 @@ async fn two_named_syncers_acknowledge_what_they_serve_and_say_why_not() {
         assert!(html.contains(fact), "{fact} missing from\n{html}");
     }
     assert!(!html.contains("<script"), "{html}");
+}
 
-    // One service: which clusters contributed which servers, and why one is left out.
+/// `/status/services/NAME` on `edge-open`: which clusters contributed to one service, with
+/// b's etag; 404 for a service nobody serves.
+async fn one_service_is_explained_over_http(scene: &Scene) {
+    let open = &scene.open;
     let (code, body) = http_get(open.admin, "/status/services/web").await.unwrap();
     assert_eq!(code, 200, "{body}");
     let explained: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -203,37 +272,60 @@ async fn two_named_syncers_acknowledge_what_they_serve_and_say_why_not() {
         .map(|c| c["cluster"].as_str().unwrap())
         .collect();
     assert_eq!(contributors, ["a", "b"]);
-    assert_eq!(explained["contributions"][1]["etag"], etag_b.as_str());
+    assert_eq!(explained["contributions"][1]["etag"], scene.etag_b.as_str());
     let (code, _) = http_get(open.admin, "/status/services/nothing-here")
         .await
         .unwrap();
     assert_eq!(code, 404);
+}
 
-    let (code, stdout, stderr) = explain(open.admin, "web");
+/// `ksd-syncer explain`: exit 0 and the contributing servers for a served service, exit 1
+/// and "not served" for one nobody serves.
+fn the_explain_command_says_the_same(scene: &Scene) {
+    let (code, stdout, stderr) = explain(scene.open.admin, "web");
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("service web: served"), "{stdout}");
     assert!(stdout.contains("cluster a (http"), "{stdout}");
     assert!(stdout.contains("http://10.1.0.6:80"), "{stdout}");
-    let (code, stdout, _) = explain(strict.admin, "nothing-here");
+    let (code, stdout, _) = explain(scene.strict.admin, "nothing-here");
     assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.contains("not served"), "{stdout}");
+}
 
-    // The large document shrinks: edge-strict now serves it, and says so.
+/// The large document shrinks: `edge-strict` now serves it, and says so in its
+/// acknowledgement.
+async fn a_shrunken_document_is_served_by_the_strict_syncer(scene: &Scene) {
+    let b = &scene.b;
     put(
-        &s3,
-        prefix,
+        &scene.s3,
+        scene.prefix,
         "b.traefik.yaml",
         http_doc(&[("web", &["10.2.0.9"])]),
     )
     .await;
-    let etag_b2 = etag_of(&root, "b.traefik.yaml").await;
-    assert_ne!(etag_b, etag_b2);
-    let ack = wait_ack(&status, "edge-strict", "edge-strict serves b", |ack| {
-        ack.answer(&b, &etag_b2).is_served()
-    })
+    let etag_b2 = etag_of(&scene.root, "b.traefik.yaml").await;
+    assert_ne!(scene.etag_b, etag_b2);
+    let ack = wait_ack(
+        &scene.status,
+        "edge-strict",
+        "edge-strict serves b",
+        |ack| ack.answer(b, &etag_b2).is_served(),
+    )
     .await;
-    assert_eq!(ack.clusters[&b].state, ClusterState::Served);
-    assert_eq!(ack.clusters[&b].servers, 1);
+    assert_eq!(ack.clusters[b].state, ClusterState::Served);
+    assert_eq!(ack.clusters[b].servers, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_named_syncers_acknowledge_what_they_serve_and_say_why_not() {
+    let scene = setup().await;
+    named_syncers_acknowledge(&scene).await;
+    the_anonymous_syncer_serves_and_writes_nothing(&scene).await;
+    let hash = status_json_states_the_facts(&scene).await;
+    the_root_page_states_the_facts_in_html(&scene, &hash).await;
+    one_service_is_explained_over_http(&scene).await;
+    the_explain_command_says_the_same(&scene);
+    a_shrunken_document_is_served_by_the_strict_syncer(&scene).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -139,14 +139,8 @@ fn item_names(list: &Value) -> Vec<&str> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn apply_then_get_services_and_slices() {
-    let server = TestApiServer::start().await.unwrap();
-    let kubectl = Kubectl::new(&server);
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = write_manifest(dir.path(), MANIFEST);
-    let manifest = manifest.to_str().unwrap();
-
+/// `kubectl apply` creates the Service and the EndpointSlice as the manifest declares them.
+async fn apply_creates_both(server: &TestApiServer, kubectl: &Kubectl, manifest: &str) {
     let out = kubectl.run(&["apply", "-f", manifest]).await;
     assert!(out.contains("service/web created"), "{out}");
     assert!(
@@ -157,14 +151,22 @@ async fn apply_then_get_services_and_slices() {
     assert_eq!(stored["spec"]["ports"][1]["appProtocol"], "h2c");
     let slice = server.get("endpointslices", "shop", "web-abcde").unwrap();
     assert_eq!(slice["endpoints"][1]["conditions"]["ready"], false);
+}
 
-    // Applying the same file again changes nothing; changing a port patches it in place.
+/// Applying the same file again changes nothing; changing a port (the manifest in `dir` is
+/// rewritten) patches it in place, keeping the port's other fields.
+async fn reapply_changes_nothing_and_a_new_port_patches(
+    server: &TestApiServer,
+    kubectl: &Kubectl,
+    dir: &Path,
+    manifest: &str,
+) {
     let rv = server.resource_version();
     let out = kubectl.run(&["apply", "-f", manifest]).await;
     assert!(out.contains("service/web unchanged"), "{out}");
     assert_eq!(server.resource_version(), rv);
     write_manifest(
-        dir.path(),
+        dir,
         &MANIFEST.replace("targetPort: 8080", "targetPort: 8081"),
     );
     let out = kubectl.run(&["apply", "-f", manifest]).await;
@@ -176,7 +178,11 @@ async fn apply_then_get_services_and_slices() {
         "the other fields of the port are kept"
     );
     assert_eq!(ports[1]["appProtocol"], "h2c");
+}
 
+/// `kubectl get -o json` lists the Service in its namespace, and the slices by label
+/// selector across namespaces (none for a selector nothing matches).
+async fn get_lists_as_json(kubectl: &Kubectl) {
     let services = kubectl
         .json(&["get", "services", "-n", "shop", "-o", "json"])
         .await;
@@ -207,8 +213,11 @@ async fn apply_then_get_services_and_slices() {
         ])
         .await;
     assert!(item_names(&none).is_empty());
+}
 
-    // Human-readable output: the server answers kubectl's request for a Table.
+/// Human-readable output: the server answers kubectl's request for a Table, with the
+/// columns and rows kube-apiserver prints for Services and EndpointSlices.
+async fn get_prints_tables(kubectl: &Kubectl) {
     let table = kubectl.run(&["get", "svc", "-n", "shop"]).await;
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
@@ -242,11 +251,29 @@ async fn apply_then_get_services_and_slices() {
             "10.1.0.1,10.1.0.2"
         ]
     );
+}
 
+/// `kubectl delete -f` removes both objects.
+async fn delete_removes_both(server: &TestApiServer, kubectl: &Kubectl, manifest: &str) {
     let out = kubectl.run(&["delete", "-f", manifest]).await;
     assert!(out.contains("deleted"), "{out}");
     assert!(server.get("services", "shop", "web").is_none());
     assert!(server.get("endpointslices", "shop", "web-abcde").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_then_get_services_and_slices() {
+    let server = TestApiServer::start().await.unwrap();
+    let kubectl = Kubectl::new(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(dir.path(), MANIFEST);
+    let manifest = manifest.to_str().unwrap();
+
+    apply_creates_both(&server, &kubectl, manifest).await;
+    reapply_changes_nothing_and_a_new_port_patches(&server, &kubectl, dir.path(), manifest).await;
+    get_lists_as_json(&kubectl).await;
+    get_prints_tables(&kubectl).await;
+    delete_removes_both(&server, &kubectl, manifest).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
