@@ -88,9 +88,17 @@ fn config_table(readme: &str, binary: &str) -> Result<Vec<Row>, String> {
         .iter()
         .find(|b| **b != binary)
         .expect("two binaries");
-    // Lines inside fenced code blocks are not Markdown: a `# comment` there is no heading.
+    let lines = markdown_lines(readme);
+    let table_start = table_after_heading(&lines, binary, other)?;
+    check_header_and_separator(&lines, table_start, binary)?;
+    table_rows(&lines, table_start, binary)
+}
+
+/// The README's lines, with those inside fenced code blocks blanked: they are not Markdown,
+/// and a `# comment` there is no heading.
+fn markdown_lines(readme: &str) -> Vec<&str> {
     let mut in_fence = false;
-    let lines: Vec<&str> = readme
+    readme
         .lines()
         .map(|line| {
             if line.trim_start().starts_with("```") {
@@ -102,7 +110,12 @@ fn config_table(readme: &str, binary: &str) -> Result<Vec<Row>, String> {
                 line
             }
         })
-        .collect();
+        .collect()
+}
+
+/// The index of the first table line after the heading that names `binary` and not `other`,
+/// before the next heading.
+fn table_after_heading(lines: &[&str], binary: &str, other: &str) -> Result<usize, String> {
     let heading_at = lines
         .iter()
         .position(|line| {
@@ -111,7 +124,7 @@ fn config_table(readme: &str, binary: &str) -> Result<Vec<Row>, String> {
         .ok_or_else(|| format!("no heading naming `{binary}` (and not `{other}`)"))?;
 
     let mut index = heading_at + 1;
-    let table_start = loop {
+    loop {
         let Some(line) = lines.get(index) else {
             return Err(format!("no table after the `{binary}` heading"));
         };
@@ -123,11 +136,19 @@ fn config_table(readme: &str, binary: &str) -> Result<Vec<Row>, String> {
             ));
         }
         if line.trim_start().starts_with('|') {
-            break index;
+            return Ok(index);
         }
         index += 1;
-    };
+    }
+}
 
+/// The table at `table_start` starts with the `| variable | default | meaning |` header and
+/// the `|---|---|---|` separator.
+fn check_header_and_separator(
+    lines: &[&str],
+    table_start: usize,
+    binary: &str,
+) -> Result<(), String> {
     let header: Vec<String> = cells(lines[table_start])
         .into_iter()
         .map(|c| c.to_lowercase())
@@ -150,7 +171,12 @@ fn config_table(readme: &str, binary: &str) -> Result<Vec<Row>, String> {
             table_start + 2
         ));
     }
+    Ok(())
+}
 
+/// The rows after the table's header and separator, up to its first non-table line: each one
+/// variable in backticks and two more cells; at least one.
+fn table_rows(lines: &[&str], table_start: usize, binary: &str) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     for (offset, line) in lines[table_start + 2..].iter().enumerate() {
         if !line.trim_start().starts_with('|') {

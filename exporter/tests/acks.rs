@@ -9,11 +9,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Harness, expect, exported, metric, syncer, wait_metrics};
+use common::{Exporter, Harness, expect, exported, metric, syncer, wait_metrics};
+use k8s_openapi::api::core::v1::Service;
 use ksd_runtime::storage::{PutCondition, Storage};
 use ksd_shared::names::ClusterName;
 use ksd_shared::status::{Acknowledgement, ClusterAck, ClusterState, SyncerName};
-use ksd_testbed::process::wait_for;
+use ksd_testbed::process::{Agent, wait_for};
 use ksd_testbed::slices::{Pod, ready_pods};
 
 fn now() -> u64 {
@@ -64,6 +65,16 @@ async fn serving_metrics_follow_acknowledgements_and_new_documents() {
     let h = Harness::start("acks").await;
     let root = Storage::from_s3_client(h.s3.client(), h.s3.bucket(), &h.prefix);
     let status = root.child("_status").await.unwrap();
+    let (web, mut exporter, first) = publish_one_pod(&h, &root).await;
+    one_acknowledgement_of_each_kind(&status, &exporter, &first).await;
+    let second =
+        a_new_document_outdates_an_acknowledgement(&h, &root, &web, &mut exporter, &first).await;
+    a_syncer_catches_up_and_a_removed_one_goes(&status, &exporter, &second).await;
+}
+
+/// Setup: one exported Service with one pod, an exporter reading acknowledgements every
+/// second; returns the Service, the exporter and the published document's etag.
+async fn publish_one_pod(h: &Harness, root: &Storage) -> (Service, Exporter, String) {
     let web = exported("default", "web").port("http", 80, 8080).build();
     h.api.apply_typed(&web).unwrap();
     h.api
@@ -76,25 +87,31 @@ async fn serving_metrics_follow_acknowledgements_and_new_documents() {
         &expect(&[("default-web-http", &["http://10.0.0.1:8080"])]),
     )
     .await;
-    let first = etag(&h, &root).await;
+    let first = etag(h, root).await;
+    (web, exporter, first)
+}
 
+/// A syncer serving the current version counts as serving, with its acknowledgement's age;
+/// one that rejected it or serves an older one does not; a file of an unknown schema version
+/// is refused and counted as invalid.
+async fn one_acknowledgement_of_each_kind(status: &Storage, exporter: &Exporter, first: &str) {
     // edge-a serves the current version; edge-b rejected it; edge-c has not seen it yet; a
     // fourth file is of an unknown schema version and is refused.
     put(
-        &status,
+        status,
         "edge-a.json",
-        ack("edge-a", "test-cluster", now() - 100, served(&first)),
+        ack("edge-a", "test-cluster", now() - 100, served(first)),
     )
     .await;
     put(
-        &status,
+        status,
         "edge-b.json",
         ack(
             "edge-b",
             "test-cluster",
             now(),
             ClusterAck {
-                etag: Some(first.clone()),
+                etag: Some(first.to_owned()),
                 state: ClusterState::Rejected,
                 reason: Some("too_large".into()),
                 ..ClusterAck::default()
@@ -103,20 +120,20 @@ async fn serving_metrics_follow_acknowledgements_and_new_documents() {
     )
     .await;
     put(
-        &status,
+        status,
         "edge-c.json",
         ack("edge-c", "test-cluster", now(), served("\"an-older-etag\"")),
     )
     .await;
     put(
-        &status,
+        status,
         "edge-d.json",
         br#"{"apiVersion":"ksd.status/v1","schemaVersion":7,"syncer":"edge-d","writtenAt":1}"#
             .to_vec(),
     )
     .await;
     wait_metrics(
-        &exporter,
+        exporter,
         "edge-a served, edge-b and edge-c not, edge-d refused",
         &[
             ("ksd_exporter_syncer_serving{syncer=\"edge-a\"}", Some(1.0)),
@@ -134,11 +151,21 @@ async fn serving_metrics_follow_acknowledgements_and_new_documents() {
     .await
     .unwrap();
     assert!(age >= 100.0, "edge-a wrote 100s ago, age {age}");
+}
 
+/// A new document: the acknowledgement of the previous version no longer counts as serving;
+/// returns the new document's etag.
+async fn a_new_document_outdates_an_acknowledgement(
+    h: &Harness,
+    root: &Storage,
+    web: &Service,
+    exporter: &mut Exporter,
+    first: &str,
+) -> String {
     // A new document: edge-a's acknowledgement is about the previous version now.
     h.api
         .set_endpoints(
-            &web,
+            web,
             &[
                 Pod::ready("web-0", "10.0.0.1"),
                 Pod::ready("web-1", "10.0.0.2"),
@@ -146,32 +173,41 @@ async fn serving_metrics_follow_acknowledgements_and_new_documents() {
         )
         .unwrap();
     h.wait_for_servers(
-        &mut exporter,
+        exporter,
         &expect(&[(
             "default-web-http",
             &["http://10.0.0.1:8080", "http://10.0.0.2:8080"],
         )]),
     )
     .await;
-    let second = etag(&h, &root).await;
+    let second = etag(h, root).await;
     assert_ne!(first, second);
     wait_metrics(
-        &exporter,
+        exporter,
         "edge-a no longer serving the current version",
         &[("ksd_exporter_syncer_serving{syncer=\"edge-a\"}", Some(0.0))],
     )
     .await;
+    second
+}
 
+/// A syncer that catches up serves again; a removed acknowledgement takes its series with it;
+/// the exporter itself never writes an acknowledgement.
+async fn a_syncer_catches_up_and_a_removed_one_goes(
+    status: &Storage,
+    exporter: &Exporter,
+    second: &str,
+) {
     // edge-a catches up; edge-b's acknowledgement is removed and its series goes with it.
     put(
-        &status,
+        status,
         "edge-a.json",
-        ack("edge-a", "test-cluster", now(), served(&second)),
+        ack("edge-a", "test-cluster", now(), served(second)),
     )
     .await;
     status.delete("edge-b.json").await.unwrap();
     wait_metrics(
-        &exporter,
+        exporter,
         "edge-a serving again, edge-b gone",
         &[
             ("ksd_exporter_syncer_serving{syncer=\"edge-a\"}", Some(1.0)),
@@ -207,6 +243,17 @@ async fn a_bad_ack_interval_is_refused_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_real_syncers_one_rejecting_the_document() {
     let h = Harness::start("acks-e2e").await;
+    let (web, exporter) = publish_three_pods(&h).await;
+    let size = h.object().await.unwrap().len();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (_open, _strict) = start_an_open_and_a_strict_syncer(&h, &exporter, size, &dirs).await;
+    let pods = over_the_limit_the_strict_syncer_rejects(&h, &web, &exporter, size).await;
+    back_under_the_limit_both_serve(&h, &web, &exporter, &pods).await;
+}
+
+/// Setup: one exported Service with three ready pods, published by an exporter reading
+/// acknowledgements every second.
+async fn publish_three_pods(h: &Harness) -> (Service, Exporter) {
     let web = exported("default", "web").port("http", 80, 8080).build();
     h.api.apply_typed(&web).unwrap();
     let pods = ready_pods("web", 3, std::net::Ipv4Addr::new(10, 0, 0, 1));
@@ -224,19 +271,28 @@ async fn two_real_syncers_one_rejecting_the_document() {
         )]),
     )
     .await;
-    let size = h.object().await.unwrap().len();
+    (web, exporter)
+}
+
+/// Two real syncers, one limited to a little more than the current document (`size` bytes):
+/// both serve it.
+async fn start_an_open_and_a_strict_syncer(
+    h: &Harness,
+    exporter: &Exporter,
+    size: usize,
+    dirs: &[tempfile::TempDir; 2],
+) -> (Agent, Agent) {
     // Room for this document and a little more, not for the one with many more servers below.
     let limit = (size + 200).to_string();
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let _open = syncer(&h, "edge-open", dirs[0].path(), &[]);
-    let _strict = syncer(
-        &h,
+    let open = syncer(h, "edge-open", dirs[0].path(), &[]);
+    let strict = syncer(
+        h,
         "edge-strict",
         dirs[1].path(),
         &[("MAX_OBJECT_BYTES", &limit)],
     );
     wait_metrics(
-        &exporter,
+        exporter,
         "both syncers serve the document",
         &[
             (
@@ -250,10 +306,20 @@ async fn two_real_syncers_one_rejecting_the_document() {
         ],
     )
     .await;
+    (open, strict)
+}
 
+/// Many more servers: over the strict syncer's limit, which rejects the document while the
+/// other serves it, and the exporter's log names the syncer and the reason; returns the pods.
+async fn over_the_limit_the_strict_syncer_rejects(
+    h: &Harness,
+    web: &Service,
+    exporter: &Exporter,
+    size: usize,
+) -> Vec<Pod> {
     // Many more servers: over edge-strict's limit, which rejects it; edge-open serves it.
     let pods = ready_pods("big", 40, std::net::Ipv4Addr::new(10, 0, 1, 1));
-    h.api.set_endpoints(&web, &pods).unwrap();
+    h.api.set_endpoints(web, &pods).unwrap();
     wait_for("the larger document", Duration::from_secs(30), || async {
         let bytes = h.object().await?;
         (bytes.len() > size + 200).then_some(())
@@ -261,7 +327,7 @@ async fn two_real_syncers_one_rejecting_the_document() {
     .await
     .unwrap();
     wait_metrics(
-        &exporter,
+        exporter,
         "edge-open serves, edge-strict rejects",
         &[
             (
@@ -289,11 +355,20 @@ async fn two_real_syncers_one_rejecting_the_document() {
     )
     .await;
     assert!(named.is_ok(), "{}", exporter.agent.logs());
+    pods
+}
 
+/// Back under the limit: both syncers serve again.
+async fn back_under_the_limit_both_serve(
+    h: &Harness,
+    web: &Service,
+    exporter: &Exporter,
+    pods: &[Pod],
+) {
     // Back under the limit: both serve again.
-    h.api.set_endpoints(&web, &pods[..2]).unwrap();
+    h.api.set_endpoints(web, &pods[..2]).unwrap();
     wait_metrics(
-        &exporter,
+        exporter,
         "both serve the smaller document",
         &[
             (

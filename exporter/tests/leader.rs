@@ -13,6 +13,7 @@ use common::{
     Exporter, Harness, LeaseTimings, Servers, expect, exported, metric, servers_of,
     wait_for_metric, wait_ready,
 };
+use k8s_openapi::api::core::v1::Service;
 use ksd_testbed::process::wait_for;
 use ksd_testbed::slices::Pod;
 
@@ -54,6 +55,23 @@ fn assert_only_complete_states(h: &Harness, states: &[Servers]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_is_replaced_within_the_lease_duration() {
     let h = Harness::start("leader-kill").await;
+    let web = apply_web_and_api(&h);
+    let [first, second, third] = three_complete_states();
+    let timings = LeaseTimings {
+        duration: "3s",
+        renew_deadline: "2s",
+        retry_period: "500ms",
+    };
+    let (mut a, mut b) = a_leads_and_b_stands_by(&h, &timings, &first).await;
+    only_the_leader_writes(&h, &web, &mut a, &b, &second).await;
+    let handed_over = a_killed_leader_is_replaced(&h, &web, &mut a, &b, &third).await;
+    assert_only_complete_states(&h, &[first, second, third]);
+    eprintln!("hand-over after SIGKILL: {handed_over:?}");
+    assert!(b.agent.is_running());
+}
+
+/// Setup: `default/web` and `default/api`, one ready pod each; returns `web`.
+fn apply_web_and_api(h: &Harness) -> Service {
     let web = exported("default", "web").port("http", 80, 8080).build();
     let api = exported("default", "api").port("http", 80, 9000).build();
     h.api.apply_typed(&web).unwrap();
@@ -64,6 +82,11 @@ async fn a_killed_leader_is_replaced_within_the_lease_duration() {
     h.api
         .set_endpoints(&api, &[Pod::ready("api-0", "10.4.1.1")])
         .unwrap();
+    web
+}
+
+/// The states published in turn: one, two, then three pods of `web`, one of `api`.
+fn three_complete_states() -> [Servers; 3] {
     let first = expect(&[
         ("default-web-http", &["http://10.4.0.1:8080"]),
         ("default-api-http", &["http://10.4.1.1:9000"]),
@@ -86,46 +109,69 @@ async fn a_killed_leader_is_replaced_within_the_lease_duration() {
         ),
         ("default-api-http", &["http://10.4.1.1:9000"]),
     ]);
-    let timings = LeaseTimings {
-        duration: "3s",
-        renew_deadline: "2s",
-        retry_period: "500ms",
-    };
+    [first, second, third]
+}
 
-    let mut a = h.spawn_elected(LEASE, "exporter-a", &timings);
+/// Exporter a takes the Lease and publishes the first state; exporter b, started after it,
+/// is ready and says it stands by while a says it leads.
+async fn a_leads_and_b_stands_by(
+    h: &Harness,
+    timings: &LeaseTimings,
+    first: &Servers,
+) -> (Exporter, Exporter) {
+    let mut a = h.spawn_elected(LEASE, "exporter-a", timings);
     h.wait_for_holder(LEASE, "exporter-a", &[&a]).await;
-    h.wait_for_servers(&mut a, &first).await;
-    let mut b = h.spawn_elected(LEASE, "exporter-b", &timings);
+    h.wait_for_servers(&mut a, first).await;
+    let mut b = h.spawn_elected(LEASE, "exporter-b", timings);
     // The standby is ready (healthy, its watches synced) and says it stands by.
     wait_ready(&mut b).await;
     wait_for_metric(&b, "ksd_exporter_leader", 0.0).await;
     wait_for_metric(&a, "ksd_exporter_leader", 1.0).await;
+    (a, b)
+}
 
-    // While a leads, only a writes.
+/// While a leads, only a writes: the standby uploaded nothing and a still holds the Lease.
+async fn only_the_leader_writes(
+    h: &Harness,
+    web: &Service,
+    a: &mut Exporter,
+    b: &Exporter,
+    second: &Servers,
+) {
     h.api
         .set_endpoints(
-            &web,
+            web,
             &[
                 Pod::ready("web-0", "10.4.0.1"),
                 Pod::ready("web-1", "10.4.0.2"),
             ],
         )
         .unwrap();
-    h.wait_for_servers(&mut a, &second).await;
+    h.wait_for_servers(a, second).await;
     assert_eq!(
-        written(&b).await,
+        written(b).await,
         0.0,
         "the standby wrote:\n{}",
         b.agent.logs()
     );
     assert_eq!(h.lease_holder(LEASE).as_deref(), Some("exporter-a"));
+}
 
-    // The leader dies without releasing; the next change waits for its Lease to expire.
+/// The leader dies without releasing; the next change waits for its Lease to expire, then
+/// the standby publishes it within the bound, holds the Lease, says it leads and saw no
+/// foreign writer; returns the time from the kill to the publication.
+async fn a_killed_leader_is_replaced(
+    h: &Harness,
+    web: &Service,
+    a: &mut Exporter,
+    b: &Exporter,
+    third: &Servers,
+) -> Duration {
     a.agent.kill9();
     let killed = Instant::now();
     h.api
         .set_endpoints(
-            &web,
+            web,
             &[
                 Pod::ready("web-0", "10.4.0.1"),
                 Pod::ready("web-1", "10.4.0.2"),
@@ -138,7 +184,7 @@ async fn a_killed_leader_is_replaced_within_the_lease_duration() {
     let bound = Duration::from_secs(3) + Duration::from_millis(500 + 200) + Duration::from_secs(10);
     let published = wait_for("the standby to publish the change", bound, || async {
         let bytes = h.object().await?;
-        (servers_of(&bytes) == third).then_some(())
+        (servers_of(&bytes) == *third).then_some(())
     })
     .await;
     if let Err(err) = published {
@@ -148,14 +194,12 @@ async fn a_killed_leader_is_replaced_within_the_lease_duration() {
     assert_eq!(h.lease_holder(LEASE).as_deref(), Some("exporter-b"));
     assert_eq!(metric(b.admin, "ksd_exporter_leader").await, Some(1.0));
     assert_eq!(
-        conflicts(&b).await,
+        conflicts(b).await,
         0.0,
         "the new leader reported a foreign writer:\n{}",
         b.agent.logs()
     );
-    assert_only_complete_states(&h, &[first, second, third]);
-    eprintln!("hand-over after SIGKILL: {handed_over:?}");
-    assert!(b.agent.is_running());
+    handed_over
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, expect, exported, http_get, metric, servers_of, wait_ready};
+use common::{Exporter, Harness, expect, exported, http_get, metric, servers_of, wait_ready};
+use k8s_openapi::api::core::v1::Service;
 use ksd_testbed::process::{Agent, wait_for};
 use ksd_testbed::s3::RequestKind;
 use ksd_testbed::slices::{Pod, custom_slice, ready_pods};
@@ -15,6 +16,15 @@ use ksd_testbed::slices::{Pod, custom_slice, ready_pods};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_object_follows_scaling_readiness_and_termination() {
     let h = Harness::start("lifecycle").await;
+    let (web, mut exporter) = publish_one_ready_pod(&h).await;
+    follow_scaling_and_readiness(&h, &web, &mut exporter).await;
+    scale_to_zero_then_delete(&h, &web, &mut exporter).await;
+    check_metrics_after_the_lifecycle(&exporter).await;
+}
+
+/// Setup: one exported Service with one ready pod; checks the first object is published with
+/// the cluster's metadata and a header saying it is generated.
+async fn publish_one_ready_pod(h: &Harness) -> (Service, Exporter) {
     let web = exported("default", "web").port("http", 80, 8080).build();
     h.api.apply_typed(&web).unwrap();
     h.api
@@ -40,16 +50,21 @@ async fn the_object_follows_scaling_readiness_and_termination() {
         text.contains("test-cluster") && text.contains("do not edit"),
         "{text}"
     );
+    (web, exporter)
+}
 
+/// Scaling up adds servers; a failing readiness probe and a terminating pod remove theirs; a
+/// pod whose readiness comes back is served again.
+async fn follow_scaling_and_readiness(h: &Harness, web: &Service, exporter: &mut Exporter) {
     // Scale up.
     let pods = [
         Pod::ready("web-0", "10.0.0.1"),
         Pod::ready("web-1", "10.0.0.2"),
         Pod::ready("web-2", "10.0.0.3"),
     ];
-    h.api.set_endpoints(&web, &pods).unwrap();
+    h.api.set_endpoints(web, &pods).unwrap();
     h.wait_for_servers(
-        &mut exporter,
+        exporter,
         &expect(&[(
             "default-web-http",
             &[
@@ -67,9 +82,9 @@ async fn the_object_follows_scaling_readiness_and_termination() {
         Pod::ready("web-1", "10.0.0.2").not_ready(),
         Pod::ready("web-2", "10.0.0.3").terminating(),
     ];
-    h.api.set_endpoints(&web, &pods).unwrap();
+    h.api.set_endpoints(web, &pods).unwrap();
     h.wait_for_servers(
-        &mut exporter,
+        exporter,
         &expect(&[("default-web-http", &["http://10.0.0.1:8080"])]),
     )
     .await;
@@ -79,27 +94,34 @@ async fn the_object_follows_scaling_readiness_and_termination() {
         Pod::ready("web-0", "10.0.0.1"),
         Pod::ready("web-1", "10.0.0.2"),
     ];
-    h.api.set_endpoints(&web, &pods).unwrap();
+    h.api.set_endpoints(web, &pods).unwrap();
     h.wait_for_servers(
-        &mut exporter,
+        exporter,
         &expect(&[(
             "default-web-http",
             &["http://10.0.0.1:8080", "http://10.0.0.2:8080"],
         )]),
     )
     .await;
+}
 
+/// Scaled to zero, the Service stays with no servers; deleting the Service removes it.
+async fn scale_to_zero_then_delete(h: &Harness, web: &Service, exporter: &mut Exporter) {
     // Scaled to zero: the service stays, with no servers.
-    h.api.set_endpoints(&web, &[]).unwrap();
-    h.wait_for_servers(&mut exporter, &expect(&[("default-web-http", &[])]))
+    h.api.set_endpoints(web, &[]).unwrap();
+    h.wait_for_servers(exporter, &expect(&[("default-web-http", &[])]))
         .await;
     let text = String::from_utf8(h.object().await.unwrap()).unwrap();
     assert!(text.contains("servers: []"), "{text}");
 
     // Deleting the Service removes it.
     h.api.delete("services", "default", "web");
-    h.wait_for_servers(&mut exporter, &expect(&[])).await;
+    h.wait_for_servers(exporter, &expect(&[])).await;
+}
 
+/// After the lifecycle: at least six uploads written, no backends left, a recent publish
+/// timestamp, and the exporter still live.
+async fn check_metrics_after_the_lifecycle(exporter: &Exporter) {
     let written = metric(
         exporter.admin,
         "ksd_exporter_uploads_total{outcome=\"written\"}",
@@ -126,6 +148,16 @@ async fn the_object_follows_scaling_readiness_and_termination() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ports_protocols_families_and_namespaces() {
     let h = Harness::start("shapes").await;
+    let multi = apply_every_shape(&h);
+    let mut exporter = h.spawn(&[], &[]);
+    every_shape_is_published(&h, &mut exporter).await;
+    a_malformed_annotation_is_reported_once(&h, &multi, &mut exporter).await;
+}
+
+/// Setup: Services with several ports, app protocols, UDP, IPv6 and dual-stack families, two
+/// namespaces and a selector-less Service with a slice of its own, each with a pod; returns
+/// the multi-port Service, which carries a malformed annotation.
+fn apply_every_shape(h: &Harness) -> Service {
     let multi = exported("default", "multi")
         .port("http", 80, 8080)
         .port("admin", 9000, 9090)
@@ -186,10 +218,14 @@ async fn ports_protocols_families_and_namespaces() {
         .address("192.0.2.10")
         .build();
     h.api.apply_typed(&slice).unwrap();
+    multi
+}
 
-    let mut exporter = h.spawn(&[], &[]);
+/// Every port, protocol, family and namespace is published under its own name with the
+/// right scheme and address form; UDP and TCP services land in their own sections.
+async fn every_shape_is_published(h: &Harness, exporter: &mut Exporter) {
     h.wait_for_servers(
-        &mut exporter,
+        exporter,
         &expect(&[
             ("default-multi-http", &["http://10.0.1.1:8080"]),
             ("default-multi-admin", &["http://10.0.1.1:9090"]),
@@ -217,12 +253,18 @@ async fn ports_protocols_families_and_namespaces() {
             .services
             .contains_key("default-pg-postgres")
     );
+}
 
-    // The malformed annotation is reported once, naming the object, the annotation and why;
-    // further changes to the Service's endpoints do not repeat it.
+/// The malformed annotation is reported once, naming the object, the annotation and why;
+/// further changes to the Service's endpoints do not repeat it.
+async fn a_malformed_annotation_is_reported_once(
+    h: &Harness,
+    multi: &Service,
+    exporter: &mut Exporter,
+) {
     h.api
         .set_endpoints(
-            &multi,
+            multi,
             &[
                 Pod::ready("multi-0", "10.0.1.1"),
                 Pod::ready("multi-1", "10.0.1.2"),
@@ -254,7 +296,7 @@ async fn ports_protocols_families_and_namespaces() {
             .map(str::to_owned)
             .into(),
     );
-    h.wait_for_servers(&mut exporter, &servers).await;
+    h.wait_for_servers(exporter, &servers).await;
     let logs = exporter.agent.stderr();
     let warnings: Vec<&str> = logs
         .lines()

@@ -7,13 +7,26 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, expect, exported, metric, servers_of, wait_ready};
+use common::{Exporter, Harness, expect, exported, metric, servers_of, wait_ready};
+use k8s_openapi::api::core::v1::Service;
 use ksd_testbed::process::wait_for;
 use ksd_testbed::slices::Pod;
+
+/// The servers of `other/api` in [`watch_faults_never_publish_a_partial_state`].
+const API_SERVERS: &[&str] = &["h2c://10.3.0.1:9000"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_faults_never_publish_a_partial_state() {
     let h = Harness::start("watch-faults").await;
+    let (web, stable, mut exporter) = publish_two_services(&h).await;
+    recover_from_each_watch_fault(&h, &web, &stable, &mut exporter).await;
+    a_re_list_was_counted(&mut exporter).await;
+    no_uploaded_version_lost_a_ready_server(&h);
+}
+
+/// Setup: `default/web` with two stable ready pods and `other/api` with one, published;
+/// returns the web Service, its stable pods and the exporter.
+async fn publish_two_services(h: &Harness) -> (Service, Vec<Pod>, Exporter) {
     let web = exported("default", "web").port("http", 80, 8080).build();
     let api = exported("other", "api").port("grpc", 9000, 9000).build();
     h.api.apply_typed(&web).unwrap();
@@ -27,7 +40,6 @@ async fn watch_faults_never_publish_a_partial_state() {
         .set_endpoints(&api, &[Pod::ready("api-0", "10.3.0.1")])
         .unwrap();
     let mut exporter = h.spawn(&[], &[]);
-    let api_servers: &[&str] = &["h2c://10.3.0.1:9000"];
     h.wait_for_servers(
         &mut exporter,
         &expect(&[
@@ -35,12 +47,21 @@ async fn watch_faults_never_publish_a_partial_state() {
                 "default-web-http",
                 &["http://10.2.0.1:8080", "http://10.2.0.2:8080"],
             ),
-            ("other-api-grpc", api_servers),
+            ("other-api-grpc", API_SERVERS),
         ]),
     )
     .await;
+    (web, stable, exporter)
+}
 
-    // Each fault, then a change that proves the exporter recovered from it.
+/// Each fault (dropped watches, 410 Gone, an API server restart), then a change that proves
+/// the exporter recovered from it: a pod added to `web` is published with the stable ones.
+async fn recover_from_each_watch_fault(
+    h: &Harness,
+    web: &Service,
+    stable: &[Pod],
+    exporter: &mut Exporter,
+) {
     let faults = ["drop watches", "410 Gone", "API restart"];
     for (i, fault) in faults.iter().enumerate() {
         match *fault {
@@ -56,12 +77,12 @@ async fn watch_faults_never_publish_a_partial_state() {
             }
         }
         let extra_ip = format!("10.2.1.{}", i + 1);
-        let mut pods = stable.clone();
+        let mut pods = stable.to_vec();
         pods.push(Pod::ready("web-extra", extra_ip.as_str()));
-        h.api.set_endpoints(&web, &pods).unwrap();
+        h.api.set_endpoints(web, &pods).unwrap();
         let extra_url = format!("http://{extra_ip}:8080");
         h.wait_for_servers(
-            &mut exporter,
+            exporter,
             &expect(&[
                 (
                     "default-web-http",
@@ -71,12 +92,15 @@ async fn watch_faults_never_publish_a_partial_state() {
                         extra_url.as_str(),
                     ],
                 ),
-                ("other-api-grpc", api_servers),
+                ("other-api-grpc", API_SERVERS),
             ]),
         )
         .await;
     }
+}
 
+/// The exporter is still running and counted at least one re-list of a watch.
+async fn a_re_list_was_counted(exporter: &mut Exporter) {
     assert!(exporter.agent.is_running());
     let restarts = metric(
         exporter.admin,
@@ -95,8 +119,10 @@ async fn watch_faults_never_publish_a_partial_state() {
         "no re-list counted\n{}",
         exporter.agent.logs()
     );
+}
 
-    // Every version the S3 server received still had the servers that stayed ready.
+/// Every version the S3 server received still had the servers that stayed ready.
+fn no_uploaded_version_lost_a_ready_server(h: &Harness) {
     let bodies = h.s3.put_bodies(&h.key());
     assert!(bodies.len() >= 4, "{} uploads", bodies.len());
     for body in &bodies {
