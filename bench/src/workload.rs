@@ -163,6 +163,21 @@ impl Default for SyncerShape {
 }
 
 impl SyncerShape {
+    /// A shape of at least one cluster, service and server.
+    pub fn at_least_one(
+        clusters: usize,
+        services_per_cluster: usize,
+        servers_per_service: usize,
+        shared_names: bool,
+    ) -> SyncerShape {
+        SyncerShape {
+            clusters: clusters.max(1),
+            services_per_cluster: services_per_cluster.max(1),
+            servers_per_service: servers_per_service.max(1),
+            shared_names,
+        }
+    }
+
     pub fn servers(&self) -> usize {
         self.clusters * self.services_per_cluster * self.servers_per_service
     }

@@ -56,12 +56,7 @@ struct Args {
 impl Args {
     /// The synthetic state the arguments describe (at least one of everything).
     fn shape(&self) -> SyncerShape {
-        SyncerShape {
-            clusters: self.clusters.max(1),
-            services_per_cluster: self.services.max(1),
-            servers_per_service: self.servers.max(1),
-            shared_names: false,
-        }
+        SyncerShape::at_least_one(self.clusters, self.services, self.servers, false)
     }
 }
 

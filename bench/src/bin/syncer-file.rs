@@ -57,12 +57,12 @@ struct Args {
 impl Args {
     /// The synthetic state the arguments describe (at least one of everything).
     fn shape(&self) -> SyncerShape {
-        SyncerShape {
-            clusters: self.clusters.max(1),
-            services_per_cluster: self.services.max(1),
-            servers_per_service: self.servers.max(1),
-            shared_names: self.shared_names,
-        }
+        SyncerShape::at_least_one(
+            self.clusters,
+            self.services,
+            self.servers,
+            self.shared_names,
+        )
     }
 }
 
