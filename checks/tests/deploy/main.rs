@@ -315,29 +315,7 @@ fn rbac_grants_only_read_on_services_and_endpointslices() {
             role["aggregationRule"].is_null(),
             "{overlay}: no aggregation"
         );
-        let mut granted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-        for rule in role["rules"].as_array().expect("rules") {
-            assert!(
-                rule["resourceNames"].is_null() && rule["nonResourceURLs"].is_null(),
-                "{overlay}: unexpected rule {rule}"
-            );
-            let strings = |key: &str| -> Vec<String> {
-                rule[key]
-                    .as_array()
-                    .unwrap_or_else(|| panic!("{overlay}: rule without {key}: {rule}"))
-                    .iter()
-                    .map(|v| v.as_str().expect("string").to_owned())
-                    .collect()
-            };
-            for group in strings("apiGroups") {
-                for resource in strings("resources") {
-                    granted
-                        .entry((group.clone(), resource))
-                        .or_default()
-                        .extend(strings("verbs"));
-                }
-            }
-        }
+        let granted = rules_of(&overlay, role);
         assert_eq!(granted, expected, "{overlay}: ClusterRole rules");
 
         let binding = one_of_kind(&overlay, &objects, "ClusterRoleBinding");
@@ -622,18 +600,18 @@ fn render_with_components(overlay: &str, components: &[&str]) -> Vec<Value> {
     render(dir.path())
 }
 
-/// The rules of a ClusterRole, as (group, resource) -> verbs.
-fn rules_of(role: &Value) -> BTreeMap<(String, String), BTreeSet<String>> {
+/// The rules of a ClusterRole, as (group, resource) -> verbs; `overlay` names it in messages.
+fn rules_of(overlay: &str, role: &Value) -> BTreeMap<(String, String), BTreeSet<String>> {
     let mut granted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for rule in role["rules"].as_array().expect("rules") {
         assert!(
             rule["resourceNames"].is_null() && rule["nonResourceURLs"].is_null(),
-            "unexpected rule {rule}"
+            "{overlay}: unexpected rule {rule}"
         );
         let strings = |key: &str| -> Vec<String> {
             rule[key]
                 .as_array()
-                .unwrap_or_else(|| panic!("rule without {key}: {rule}"))
+                .unwrap_or_else(|| panic!("{overlay}: rule without {key}: {rule}"))
                 .iter()
                 .map(|v| v.as_str().expect("string").to_owned())
                 .collect()
@@ -676,13 +654,13 @@ fn the_events_component_grants_exactly_what_the_recorder_uses() {
             ("events.k8s.io".to_owned(), "events".to_owned()),
             ["create", "patch"].map(String::from).into(),
         )]);
-        assert_eq!(rules_of(events), expected, "{overlay}");
+        assert_eq!(rules_of(&overlay, events), expected, "{overlay}");
         let base = roles
             .iter()
             .find(|r| name(r) == "ksd-exporter")
             .unwrap_or_else(|| panic!("{overlay}: no ClusterRole ksd-exporter"));
         assert!(
-            rules_of(base)[&(String::new(), "services".to_owned())].contains("get"),
+            rules_of(&overlay, base)[&(String::new(), "services".to_owned())].contains("get"),
             "{overlay}"
         );
         let binding = all_of_kind(&objects, "ClusterRoleBinding")

@@ -57,7 +57,8 @@ type Listed = std::collections::HashMap<String, Hashed>;
 struct Hashed {
     stamp: Stamp,
     etag: String,
-    at: std::time::SystemTime,
+    /// Whether the file had been unchanged for [`SETTLED`] already when it was hashed.
+    settled: bool,
 }
 
 /// How long a file must have been left alone before its hash is trusted without reading it
@@ -66,16 +67,25 @@ struct Hashed {
 const SETTLED: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Hashed {
-    /// The ETag, when the file still has the stamp it was hashed with and had been unchanged
-    /// for [`SETTLED`] already when it was hashed: any later write moves its change time.
-    fn etag_for(&self, stamp: &Stamp) -> Option<&str> {
-        let (secs, nanos) = self.stamp.ctime;
+    /// `etag` of the file with `stamp`, hashed at `at`.
+    fn new(stamp: Stamp, etag: String, at: std::time::SystemTime) -> Hashed {
+        let (secs, nanos) = stamp.ctime;
         let changed = u64::try_from(secs).ok().map(|secs| {
             std::time::UNIX_EPOCH
                 + std::time::Duration::new(secs, u32::try_from(nanos).unwrap_or(0))
-        })?;
-        let settled = changed + SETTLED <= self.at;
-        (settled && self.stamp == *stamp).then_some(self.etag.as_str())
+        });
+        let settled = changed.is_some_and(|changed| changed + SETTLED <= at);
+        Hashed {
+            stamp,
+            etag,
+            settled,
+        }
+    }
+
+    /// The ETag, when the file still has the stamp it was hashed with and had settled when it
+    /// was hashed: any later write moves its change time.
+    fn etag_for(&self, stamp: &Stamp) -> Option<&str> {
+        (self.settled && self.stamp == *stamp).then_some(self.etag.as_str())
     }
 }
 
@@ -370,15 +380,8 @@ fn list_dir(dir: &Path, limit: u64, listed: &Mutex<Listed>) -> io::Result<Vec<Ob
         let (etag, size) = match bounded::read_open_file(file, limit)? {
             BoundedRead::Read { bytes, .. } => {
                 let etag = etag_of(&bytes);
-                let at = std::time::SystemTime::now();
-                hashed.insert(
-                    name.clone(),
-                    Hashed {
-                        stamp,
-                        etag: etag.clone(),
-                        at,
-                    },
-                );
+                let now = std::time::SystemTime::now();
+                hashed.insert(name.clone(), Hashed::new(stamp, etag.clone(), now));
                 (etag, bytes.len() as u64)
             }
             // Never read: listed with its size (so readers refuse it without a fetch) and an

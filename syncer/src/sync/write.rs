@@ -238,20 +238,17 @@ pub(super) fn ensure(
     force_read: bool,
 ) -> Result<Ensured> {
     let ours = known.filter(|k| k.hash == desired.hash);
-    if let Some(ours) = ours
-        && !force_read
-        && output.fingerprint()? == Some(ours.fingerprint)
-    {
+    // One `stat` tells whether the file is as we left it: then it holds the desired bytes
+    // already, or the previous version we wrote, which differs from them without reading the
+    // file to find out.
+    let as_we_left_it = match known {
+        Some(known) if !force_read => output.fingerprint()? == Some(known.fingerprint),
+        _ => false,
+    };
+    if as_we_left_it && ours.is_some() {
         return Ok(Ensured::Unchanged);
     }
-    // Still the previous version we wrote: it differs from the desired bytes without reading
-    // the file to find out.
-    let previous = known.filter(|k| k.hash != desired.hash && !force_read);
-    let stale_ours = match previous {
-        Some(previous) => output.fingerprint()? == Some(previous.fingerprint),
-        None => false,
-    };
-    if !stale_ours
+    if !as_we_left_it
         && output.read()?.as_deref() == Some(desired.bytes.as_slice())
         && let Some(fingerprint) = output.fingerprint()?
     {

@@ -484,11 +484,7 @@ fn a_hash_is_trusted_only_once_the_file_had_settled() {
     let (secs, nanos) = stamp.ctime;
     let changed = std::time::UNIX_EPOCH
         + std::time::Duration::new(u64::try_from(secs).unwrap(), u32::try_from(nanos).unwrap());
-    let hashed = |at| Hashed {
-        stamp,
-        etag: "\"e\"".to_owned(),
-        at,
-    };
+    let hashed = |at| Hashed::new(stamp, "\"e\"".to_owned(), at);
     assert_eq!(hashed(changed + SETTLED).etag_for(&stamp), Some("\"e\""));
     assert_eq!(hashed(changed + SETTLED / 2).etag_for(&stamp), None);
     let other = Stamp {
