@@ -36,9 +36,16 @@ pub struct ReplaceError {
 }
 
 impl Replace<'_> {
-    /// Replaces `target` (in `dir`) with `bytes`; returns the new file, open. On failure the
-    /// previous file is left as it was and the temporary file is removed.
-    pub fn write(&self, dir: &Path, target: &Path, bytes: &[u8]) -> Result<File, ReplaceError> {
+    /// Replaces `target` (in `dir`) with `bytes`; returns the new file's metadata. On failure
+    /// the previous file is left as it was and the temporary file is removed. The file is
+    /// closed before the rename, so that a watcher of `dir` sees the writer's close under the
+    /// temporary name and, under the target's name, only the rename.
+    pub fn write(
+        &self,
+        dir: &Path,
+        target: &Path,
+        bytes: &[u8],
+    ) -> Result<fs::Metadata, ReplaceError> {
         let step = |step| move |source| ReplaceError { step, source };
         let mut temp = tempfile::Builder::new()
             .prefix(self.prefix)
@@ -61,8 +68,15 @@ impl Replace<'_> {
         temp.as_file()
             .sync_all()
             .map_err(step("sync temporary file"))?;
-        temp.persist(target)
-            .map_err(|error| step("rename over target")(error.error))
+        let metadata = temp
+            .as_file()
+            .metadata()
+            .map_err(step("stat temporary file"))?;
+        let (file, path) = temp.into_parts();
+        drop(file);
+        path.persist(target)
+            .map_err(|error| step("rename over target")(error.error))?;
+        Ok(metadata)
     }
 }
 

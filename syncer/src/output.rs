@@ -185,7 +185,7 @@ impl OutputFile {
             random_len: 10,
             mode: ksd_runtime::atomic::Mode::Fixed(FILE_MODE),
         };
-        let file = replace
+        let metadata = replace
             .write(&self.dir, &self.target, bytes)
             .map_err(|error| {
                 let path = match error.step {
@@ -194,10 +194,6 @@ impl OutputFile {
                 };
                 io_error(path, error.step)(error.source)
             })?;
-        let metadata = file
-            .metadata()
-            .map_err(io_error(&self.target, "stat written file"))?;
-        drop(file);
         File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
             .map_err(io_error(&self.dir, "sync directory"))?;
